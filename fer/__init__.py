@@ -1,0 +1,1 @@
+"""fer: facial expression recognition with PyTorch Lightning and Hydra."""

@@ -1,0 +1,160 @@
+"""Callbacks that report an :class:`~fer.module.EmotionClassifier` run: TensorBoard figures and the test report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+
+
+def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str = "") -> plt.Figure:
+    """Counts and row-normalised (recall) confusion matrices side by side; rows are true labels."""
+    counts = confusion.double()
+    normalised = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for ax, matrix, name, fmt in (
+        (axes[0], counts, "counts", "{:.0f}"),
+        (axes[1], normalised, "row-normalised", "{:.2f}"),
+    ):
+        ax.imshow(matrix.numpy(), cmap="Blues")
+        ticks = range(len(class_names))
+        ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title=f"{title} {name}".strip())
+        ax.set_xticklabels(class_names, rotation=45, ha="right")
+        ax.set_yticklabels(class_names)
+        high = matrix.max().item() / 2
+        for i in ticks:
+            for j in ticks:
+                value = matrix[i, j].item()
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(value),
+                    ha="center",
+                    va="center",
+                    color="white" if value > high else "black",
+                    fontsize=8,
+                )
+    fig.tight_layout()
+    return fig
+
+
+def classification_report(confusion: torch.Tensor, class_names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support from a confusion matrix."""
+    c = confusion.double()
+    tp = c.diag()
+    precision = tp / c.sum(0).clamp(min=1)
+    recall = tp / c.sum(1).clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    per_class = {
+        name: {
+            "precision": precision[k].item(),
+            "recall": recall[k].item(),
+            "f1": f1[k].item(),
+            "support": int(c[k].sum()),
+        }
+        for k, name in enumerate(class_names)
+    }
+    return {
+        "accuracy": (tp.sum() / c.sum().clamp(min=1)).item(),
+        "macro_f1": f1.mean().item(),
+        "num_images": int(c.sum()),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "class_names": class_names,
+    }
+
+
+def _tensorboard(trainer: pl.Trainer) -> Any:
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+class ConfusionMatrixLogger(pl.Callback):
+    """Logs the validation confusion matrix as a TensorBoard figure every validation epoch."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        writer = _tensorboard(trainer)
+        if writer is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        fig = confusion_figure(pl_module.confusion["val"], pl_module.class_names, "val")
+        writer.add_figure("val/confusion_matrix", fig, global_step=trainer.current_epoch)
+        plt.close(fig)
+
+
+class SamplePredictionLogger(pl.Callback):
+    """Logs a grid of validation images with their predicted and true labels each validation epoch.
+
+    Args:
+        num_images: how many images of the first validation batch to show.
+    """
+
+    def __init__(self, num_images: int = 16) -> None:
+        self.num_images = num_images
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        writer = _tensorboard(trainer)
+        if batch_idx != 0 or writer is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        images, labels = batch
+        n = min(self.num_images, len(labels))
+        cols = min(n, 8)
+        rows = -(-n // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+        names = pl_module.class_names
+        for k, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if k >= n:
+                continue
+            image = images[k].float().mean(0).cpu()  # channels averaged for display
+            ax.imshow(image.numpy(), cmap="gray")
+            pred, true = outputs["preds"][k].item(), labels[k].item()
+            ax.set_title(f"{names[pred]}\n({names[true]})", fontsize=7, color="green" if pred == true else "red")
+        fig.suptitle("predicted (true)", fontsize=8)
+        fig.tight_layout()
+        writer.add_figure("val/samples", fig, global_step=trainer.current_epoch)
+        plt.close(fig)
+
+
+class TestReport(pl.Callback):
+    """Writes ``metrics.json`` and ``confusion_matrix.png`` for the test split.
+
+    Args:
+        output_dir: folder for both files (the Hydra run dir); created if missing.
+    """
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = Path(output_dir)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        confusion = pl_module.confusion["test"]
+        report = classification_report(confusion, pl_module.class_names)
+        report["checkpoint"] = getattr(trainer, "ckpt_path", None)
+        report["epochs_trained"] = trainer.current_epoch
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        fig = confusion_figure(confusion, pl_module.class_names, "test")
+        fig.savefig(self.output_dir / "confusion_matrix.png", dpi=120)
+        plt.close(fig)
+        writer = _tensorboard(trainer)
+        if writer is not None:
+            writer.add_figure("test/confusion_matrix", confusion_figure(confusion, pl_module.class_names, "test"))

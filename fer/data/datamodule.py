@@ -1,0 +1,132 @@
+"""Lightning data modules over expression images held in memory as ``uint8`` tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+from fer.data.fer2013 import CLASS_NAMES, FER2013, USAGES, load_fer2013
+from fer.data.transforms import FER2013_MEAN, FER2013_STD, BatchAugment, preprocess
+
+
+class FER2013DataModule(pl.LightningDataModule):
+    """FER-2013 with Training -> train, PublicTest -> val, PrivateTest -> test.
+
+    The whole set stays in memory as one ``uint8`` tensor (35,887 x 48 x 48, about
+    83 MB). Batches leave the loader as ``uint8`` and are normalised (and, in
+    training, augmented) on the device by :meth:`on_after_batch_transfer`.
+
+    Args:
+        path: official CSV (``.csv`` or ``.csv.gz``) or image-folder export; ``None``
+            uses the real sample shipped with the package.
+        batch_size: images per batch.
+        num_workers: loader worker processes (0 is fastest for in-memory data).
+        image_size: network input side in pixels (48 is FER-2013's own).
+        augment: keyword arguments of :class:`~fer.data.transforms.BatchAugment`,
+            or ``None`` for no augmentation.
+        balance: ``"none"``; ``"sampler"`` draws training images with probability
+            inversely proportional to their class size; ``"loss"`` exposes
+            :attr:`class_weights` for a weighted cross-entropy.
+        on_bad_row: ``"error"`` or ``"skip"``, see :func:`~fer.data.fer2013.load_fer2013`.
+        mean, std: normalisation on the [0, 1] scale.
+    """
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+    num_channels = 1
+
+    def __init__(
+        self,
+        path: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        image_size: int = 48,
+        augment: dict[str, Any] | None = None,
+        balance: str = "none",
+        on_bad_row: str = "error",
+        mean: float = FER2013_MEAN,
+        std: float = FER2013_STD,
+    ) -> None:
+        super().__init__()
+        if balance not in ("none", "sampler", "loss"):
+            raise ValueError(f"balance must be 'none', 'sampler' or 'loss', not {balance!r}")
+        self.save_hyperparameters()
+        self.path = path
+        self.image_size = image_size
+        self.augment = BatchAugment(**augment) if augment is not None else None
+        self.data: FER2013 | None = None
+        self.splits: dict[str, TensorDataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def prepare_data(self) -> None:
+        if self.path is not None and not Path(self.path).expanduser().exists():
+            raise FileNotFoundError(
+                f"FER-2013 not found at {self.path}. Put the official fer2013.csv (or .csv.gz) "
+                "there, or set data.path to it or to an image-folder export."
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        self.data = load_fer2013(self.path, self.hparams.on_bad_row)
+        for name, usage in zip(("train", "val", "test"), USAGES, strict=True):
+            images, labels = self.data.split(usage)
+            self.splits[name] = TensorDataset(images.unsqueeze(1), labels)
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        """Training images per class, ``int64`` ``(num_classes,)``."""
+        labels = self.splits["train"].tensors[1]
+        return torch.bincount(labels, minlength=self.num_classes)
+
+    @property
+    def class_weights(self) -> torch.Tensor | None:
+        """Inverse-frequency class weights (mean 1) when ``balance="loss"``, else ``None``."""
+        if self.hparams.balance != "loss":
+            return None
+        weights = 1.0 / self.class_counts.clamp(min=1).float()
+        return weights / weights.mean()
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        dataset = self.splits[split]
+        sampler = None
+        if train and self.hparams.balance == "sampler":
+            labels = dataset.tensors[1]
+            weights = (1.0 / self.class_counts.clamp(min=1).float())[labels]
+            sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        x = preprocess(
+            images,
+            self.image_size,
+            self.hparams.mean,
+            self.hparams.std,
+            augment=self.augment if training else None,
+        )
+        return x, labels

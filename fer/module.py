@@ -1,0 +1,155 @@
+"""The one LightningModule: trains and evaluates any network as an expression classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+STAGES = ("train", "val", "test")
+
+
+class EmotionClassifier(pl.LightningModule):
+    """Softmax cross-entropy classification of expressions by any network.
+
+    Args:
+        net: an ``nn.Module`` mapping ``(B, ...)`` inputs to ``(B, num_classes)`` logits,
+            or its Hydra config (``_target_`` and arguments). Given as a config it is
+            stored in the checkpoint, so :meth:`load_from_checkpoint` rebuilds it alone.
+        class_names: one name per output, in label order; ``num_classes`` is its length.
+        optimizer: a partial (Hydra ``_partial_: true`` config or callable) taking the
+            parameters, e.g. ``torch.optim.AdamW``.
+        scheduler: optional partial taking the optimizer; stepped each epoch, or each
+            step when ``scheduler_interval="step"``.
+        label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
+        tta_flip: in val/test/predict, average the softmax of the image and its mirror.
+        channels_last: run the network in channels-last memory format (faster
+            convolutions on recent CPUs and GPUs, together with bf16/fp16).
+
+    Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro) and ``val/acc_best``;
+    keeps the last validation and test confusion matrices in :attr:`confusion`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module | Mapping[str, Any],
+        class_names: Sequence[str],
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scheduler_interval: str = "epoch",
+        label_smoothing: float = 0.0,
+        tta_flip: bool = False,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        # Plain containers keep the checkpoint's hyper-parameters readable without Hydra.
+        net, class_names, optimizer, scheduler = (
+            OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+            for v in (net, class_names, optimizer, scheduler)
+        )
+        self.save_hyperparameters(ignore=["net"] if isinstance(net, nn.Module) else None)
+        self.net = net if isinstance(net, nn.Module) else instantiate(net)
+        self.class_names = list(class_names)
+        n = len(self.class_names)
+        # ModuleDict keys may not shadow nn.Module attributes such as "train"
+        self.acc = nn.ModuleDict({f"{s}_": MulticlassAccuracy(n, average="micro") for s in STAGES})
+        self.f1 = nn.ModuleDict({f"{s}_": MulticlassF1Score(n, average="macro") for s in STAGES})
+        self.confmat = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in STAGES[1:]})
+        self.val_acc_best = MaxMetric()
+        self.confusion: dict[str, torch.Tensor] = {}
+        self.class_weights: torch.Tensor | None = None
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` for a normalised float batch."""
+        if self.hparams.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, num_classes)``, mirror-averaged when ``tta_flip``."""
+        return self._eval_logits(x).float().softmax(-1)
+
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self(x)
+        if self.hparams.tta_flip:  # log of the mean of both softmaxes
+            both = torch.stack([logits.float().log_softmax(-1), self(x.flip(-1)).float().log_softmax(-1)])
+            logits = both.logsumexp(0) - torch.log(torch.tensor(2.0))
+        return logits
+
+    def setup(self, stage: str) -> None:
+        weights = getattr(self.trainer.datamodule, "class_weights", None) if self._trainer else None
+        self.class_weights = None if weights is None else weights.to(self.device)
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity check
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        x, y = batch
+        logits = self(x) if stage == "train" else self._eval_logits(x)
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=self.hparams.label_smoothing)
+        preds = logits.argmax(-1)
+        self.acc[f"{stage}_"](preds, y)
+        self.f1[f"{stage}_"](preds, y)
+        if stage != "train":
+            self.confmat[f"{stage}_"](preds, y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/acc", self.acc[f"{stage}_"], on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/f1", self.f1[f"{stage}_"], on_step=False, on_epoch=True)
+        return {"loss": loss, "preds": preds}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self.predict_proba(x)
+
+    def _end_eval_epoch(self, stage: str) -> None:
+        self.confusion[stage] = self.confmat[f"{stage}_"].compute().cpu()
+        self.confmat[f"{stage}_"].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval_epoch("val")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best(self.acc["val_"].compute())
+            self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval_epoch("test")
+
+    def configure_optimizers(self) -> Any:
+        make_optimizer = self.hparams.optimizer or torch.optim.AdamW
+        if isinstance(make_optimizer, Mapping):
+            make_optimizer = instantiate(make_optimizer, _partial_=True)
+        optimizer = make_optimizer(params=self.parameters())
+        make_scheduler = self.hparams.scheduler
+        if make_scheduler is None:
+            return optimizer
+        if isinstance(make_scheduler, Mapping):
+            make_scheduler = instantiate(make_scheduler, _partial_=True)
+        scheduler = make_scheduler(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }

@@ -1,0 +1,66 @@
+"""Training and testing driven by a composed Hydra config (see ``conf/train.yaml``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fer.module import EmotionClassifier
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(configs: DictConfig | None) -> list[Any]:
+    """Objects of every entry of a config group that has a ``_target_`` (callbacks, loggers)."""
+    if not configs:
+        return []
+    return [instantiate(c) for c in configs.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (``cfg.train``) and test (``cfg.test``) a model; returns the logged metrics.
+
+    With ``train=false`` the model is rebuilt from ``ckpt_path`` alone (its stored
+    architecture), so any checkpoint of ours can be tested on any data config.
+
+    Raises:
+        ValueError: ``train=false`` without ``ckpt_path``.
+    """
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+    datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.train:
+        net_shape = {"num_classes": datamodule.num_classes, "in_channels": datamodule.num_channels}
+        net_shape["input_size"] = datamodule.image_size
+        model = instantiate(cfg.model, net=net_shape, class_names=list(datamodule.class_names))
+    elif ckpt_path:
+        model = EmotionClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    else:
+        raise ValueError("train=false needs ckpt_path=PATH to a checkpoint to test")
+
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), metrics={"val/acc_best": 0, "test/acc": 0})
+
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        ckpt_path = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        if ckpt_path is None:
+            log.warning("no best checkpoint was saved; testing the weights as they are")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.test:
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path if cfg.train else None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        log.info("test report: %s", output_dir / "metrics.json")
+    return metrics
