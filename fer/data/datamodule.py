@@ -87,18 +87,25 @@ class FER2013DataModule(pl.LightningDataModule):
 
     @property
     def class_weights(self) -> torch.Tensor | None:
-        """Inverse-frequency class weights (mean 1) when ``balance="loss"``, else ``None``."""
+        """Inverse-frequency class weights when ``balance="loss"``, else ``None``.
+
+        ``n / (k * n_c)`` for the ``k`` classes present (1 for every class of a
+        balanced set; scikit-learn's "balanced"), 0 for classes without images.
+        """
         if self.hparams.balance != "loss":
             return None
-        weights = 1.0 / self.class_counts.clamp(min=1).float()
-        return weights / weights.mean()
+        return self._inverse_frequency()
+
+    def _inverse_frequency(self) -> torch.Tensor:
+        counts = self.class_counts.float()
+        return torch.where(counts > 0, counts.sum() / (counts.count_nonzero() * counts), 0.0)
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         dataset = self.splits[split]
         sampler = None
         if train and self.hparams.balance == "sampler":
             labels = dataset.tensors[1]
-            weights = (1.0 / self.class_counts.clamp(min=1).float())[labels]
+            weights = self._inverse_frequency()[labels]
             sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
         return DataLoader(
             dataset,

@@ -148,10 +148,15 @@ def _load_csv(path: Path, on_bad_row: str) -> FER2013:
 
 def _parse_pixels(text: str, n_rows: int) -> np.ndarray | None:
     """``n_rows`` rows of 2,304 grey levels from space-separated text, or ``None`` if invalid."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # numpy warns where parsing stops early
-        values = np.fromstring(text, dtype=np.int32, sep=" ") if n_rows else np.zeros(0, np.int32)
-    if values.size != n_rows * NUM_PIXELS or (values.size and (values.min() < 0 or values.max() > 255)):
+    if not n_rows:
+        return np.zeros((0, NUM_PIXELS), np.uint8)
+    try:  # where parsing stops early, numpy warns (older) or raises (newer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            values = np.fromstring(text, dtype=np.int32, sep=" ")
+    except ValueError:
+        return None
+    if values.size != n_rows * NUM_PIXELS or values.min() < 0 or values.max() > 255:
         return None
     return values.astype(np.uint8).reshape(n_rows, NUM_PIXELS)
 

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FER_DATA", ROOT.parent / "shared" / "data"))
+FER2013_CSV = DATA / "fer2013" / "fer2013.csv.gz"
+FER2013_FOLDERS = DATA / "fer2013" / "folders_sample"
+
+
+def need(path: Path) -> Path:
+    """Skip the calling test when a real data file is absent (e.g. on a user's machine)."""
+    if not path.exists():
+        pytest.skip(f"real data not found: {path} (see ../shared/data/README.md)")
+    return path
+
+
+def run_train(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python train.py`` as a user would, its Hydra run dir set to ``run_dir``."""
+    cmd = [sys.executable, "train.py", f"hydra.run.dir={run_dir}", "callbacks.rich_progress_bar=null", *overrides]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from fer.utils import register_resolvers
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("[!_]*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+register_resolvers()
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=False)
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_data_and_model_config_composes_and_builds(data, model):
+    cfg = _compose(f"data={data}", f"model={model}", "paths.root_dir=.", "paths.output_dir=.")
+    dm = instantiate(cfg.data, _convert_="all")
+    net_shape = {"num_classes": dm.num_classes, "in_channels": dm.num_channels, "input_size": dm.image_size}
+    module = instantiate(cfg.model, net=net_shape, class_names=list(dm.class_names))
+    assert module.num_classes == 7
+    optim = module.configure_optimizers()
+    assert optim["optimizer"].param_groups[0]["lr"] == cfg.model.optimizer.lr
+
+
+@pytest.mark.parametrize("group", ["trainer=cpu", "trainer=gpu", "trainer=ddp", "logger=none", "callbacks=none"])
+def test_other_groups_compose(group):
+    cfg = _compose(group, "paths.root_dir=.", "paths.output_dir=.")
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_compose(experiment):
+    cfg = _compose(f"experiment={experiment}", "paths.root_dir=.", "paths.output_dir=.")
+    assert cfg.data.path.endswith("fer2013.csv.gz")
+
+
+def test_typos_fail_with_hydras_error():
+    with pytest.raises(ConfigCompositionException, match="modle"):
+        _compose("modle=deep_cnn")
+    with pytest.raises(ConfigCompositionException, match="batch_sise"):
+        _compose("data.batch_sise=8")
+    with pytest.raises(ConfigCompositionException, match="deeep"):
+        _compose("model=deeep")

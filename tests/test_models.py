@@ -1,0 +1,68 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fer.data.transforms import BatchAugment, preprocess
+from fer.models import CNN4, deep_cnn, shallow_cnn
+from fer.module import EmotionClassifier
+
+MODELS = {"cnn4": CNN4, "shallow_cnn": shallow_cnn, "deep_cnn": deep_cnn}
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(("channels", "size", "classes"), [(1, 48, 7), (3, 64, 8)])
+def test_output_shape_and_backward(name, channels, size, classes):
+    torch.manual_seed(0)
+    net = MODELS[name](num_classes=classes, in_channels=channels, input_size=size)
+    x = torch.randn(4, channels, size, size)
+    logits = net(x)
+    assert logits.shape == (4, classes) and logits.dtype == torch.float32
+    F.cross_entropy(logits, torch.arange(4) % classes).backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_too_small_input_is_refused(name):
+    with pytest.raises(ValueError, match="too small"):
+        MODELS[name](input_size=3)
+
+
+def test_classifier_flip_tta_is_mirror_invariant():
+    torch.manual_seed(0)
+    model = EmotionClassifier(deep_cnn(), class_names=list("abcdefg"), tta_flip=True).eval()
+    x = torch.randn(3, 1, 48, 48)
+    with torch.inference_mode():
+        p, p_mirror = model.predict_proba(x), model.predict_proba(x.flip(-1))
+    assert torch.allclose(p.sum(-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(p, p_mirror, atol=1e-5)
+
+
+def test_classifier_rebuilds_its_net_from_config(tmp_path):
+    net_config = {"_target_": "fer.models.shallow_cnn", "num_classes": 3}
+    model = EmotionClassifier(net_config, class_names=["a", "b", "c"])
+    assert model.hparams.net == net_config
+    x = torch.randn(2, 1, 48, 48)
+    assert model.eval()(x).shape == (2, 3)
+
+
+def test_preprocess_normalises_and_resizes():
+    images = torch.full((2, 1, 48, 48), 255, dtype=torch.uint8)
+    x = preprocess(images, image_size=96, mean=0.5, std=0.25)
+    assert x.shape == (2, 1, 96, 96) and torch.allclose(x, torch.full_like(x, 2.0))
+    assert preprocess(images[:, 0]).shape == (2, 1, 48, 48)  # (B, H, W) taken as grey
+
+
+def test_batch_augment_mirror_and_random_draws():
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 48, 48)
+    mirror = BatchAugment(flip=1.0, rotation=0, scale=(1, 1), shift=0, erase=0)
+    assert torch.allclose(mirror(x), x.flip(-1), atol=1e-5)
+    identity = BatchAugment(flip=0.0, rotation=0, scale=(1, 1), shift=0, erase=0)
+    assert torch.allclose(identity(x), x, atol=1e-5)
+    out = BatchAugment(erase=1.0)(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-3
+    assert changed.all()  # every image was warped and erased differently
+    assert not torch.allclose(out[0], out[1])

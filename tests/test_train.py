@@ -1,0 +1,69 @@
+"""train.py end to end, as a user runs it, on the FER-2013 sample shipped in the package."""
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import run_train
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """Two short epochs on the embedded sample (debug=limit) with seed 7."""
+    run_dir = tmp_path_factory.mktemp("run")
+    run_train(run_dir, "debug=limit", "seed=7")
+    return run_dir
+
+
+def test_fast_dev_run_on_embedded_sample(tmp_path):
+    result = run_train(tmp_path, "debug=fdr")
+    assert "test/acc" in result.stdout
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["num_images"] == 64  # one test batch
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 10_000
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_run_writes_checkpoints_report_and_tensorboard(short_run):
+    assert (short_run / "checkpoints" / "best.ckpt").exists()
+    assert (short_run / "checkpoints" / "last.ckpt").exists()
+    report = json.loads((short_run / "metrics.json").read_text())
+    assert report["num_images"] == 128  # limit_test_batches=2 of 64
+    assert set(report["per_class"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    assert sum(sum(row) for row in report["confusion_matrix"]) == 128
+    assert 0 <= report["macro_f1"] <= report["accuracy"] * 7
+
+    scalars, images = {}, set()
+    for events in (short_run / "tensorboard").glob("events.out.tfevents.*"):
+        tb = EventAccumulator(str(events))
+        tb.Reload()
+        scalars.update({tag: tb.Scalars(tag) for tag in tb.Tags()["scalars"]})
+        images |= set(tb.Tags()["images"])
+    for tag in ("val/acc", "val/acc_best", "val/f1", "train/loss", "test/acc", "lr-AdamW"):
+        assert tag in scalars, tag
+    assert len(scalars["val/acc"]) == 2  # one a validation epoch
+    assert {"val/confusion_matrix", "val/samples", "test/confusion_matrix"} <= images
+
+
+def test_same_seed_same_metrics(short_run, tmp_path):
+    run_train(tmp_path, "debug=limit", "seed=7")
+    first = json.loads((short_run / "metrics.json").read_text())
+    second = json.loads((tmp_path / "metrics.json").read_text())
+    assert first["confusion_matrix"] == second["confusion_matrix"]
+    assert first["macro_f1"] == second["macro_f1"]
+
+
+def test_test_only_from_checkpoint(short_run, tmp_path):
+    best = short_run / "checkpoints" / "best.ckpt"
+    # model=cnn4 is ignored: the architecture comes from the checkpoint
+    run_train(tmp_path, "train=false", f"ckpt_path={best}", "model=cnn4", "debug=limit")
+    tested = json.loads((tmp_path / "metrics.json").read_text())
+    trained = json.loads((short_run / "metrics.json").read_text())
+    assert tested["confusion_matrix"] == trained["confusion_matrix"]
+
+
+def test_test_only_needs_a_checkpoint(tmp_path):
+    result = run_train(tmp_path, "train=false", check=False)
+    assert result.returncode != 0
+    assert "train=false needs ckpt_path" in result.stderr
