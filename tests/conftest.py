@@ -27,3 +27,12 @@ def run_train(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.
     if check and result.returncode != 0:
         raise AssertionError(f"train.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+def run_infer(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """Run ``python infer.py`` headless as a user would, its Hydra run dir set to ``run_dir``."""
+    cmd = [sys.executable, "infer.py", f"hydra.run.dir={run_dir}", "display=false", *overrides]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise AssertionError(f"infer.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result

@@ -9,7 +9,10 @@ treated exactly as in training.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -122,3 +125,32 @@ class BatchAugment(nn.Module):
             )
             x = torch.where(inside.unsqueeze(1), torch.rand_like(x), x)
         return x
+
+
+def crop_faces(image: np.ndarray, boxes: Sequence[np.ndarray], size: int = 48, margin: float = 0.1) -> torch.Tensor:
+    """Square face crops of an image, as data modules and ``infer.py`` feed them to a network.
+
+    Each box is widened to a square of side ``max(w, h) * (1 + margin)`` around its
+    centre (pixels outside the image repeat the border) and resized to ``size``.
+
+    Args:
+        image: ``uint8`` ``(H, W)`` grey or ``(H, W, 3)`` BGR image.
+        boxes: ``(x1, y1, x2, y2)`` pixel boxes.
+        size: output side in pixels (48 for FER-2013 networks).
+        margin: extra fraction of the box side.
+
+    Returns:
+        ``uint8`` tensor ``(len(boxes), C, size, size)``, ``C`` = 1 for grey, 3 for BGR.
+    """
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    height, width = image.shape[:2]
+    crops = np.empty((len(boxes), size, size, channels), np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(b, dtype=np.float64)[:4] for b in boxes):
+        side = max(1, round(max(x2 - x1, y2 - y1) * (1 + margin)))
+        top, left = round((y1 + y2 - side) / 2), round((x1 + x2 - side) / 2)
+        pad = max(0, -top, -left, top + side - height, left + side - width)
+        source = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
+        crop = source[top + pad : top + pad + side, left + pad : left + pad + side]
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+        crops[k] = crop.reshape(size, size, channels)
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,245 @@
+"""Expression recognition on whole images: detect faces, classify them in one batch, track them."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fer.data.transforms import FER2013_MEAN, FER2013_STD, crop_faces, preprocess
+from fer.detection import Detection, FaceDetector, make_detector, resolve_device
+from fer.module import EmotionClassifier
+
+#: The model shipped with the package (deep CNN trained on FER-2013 by train.py; see MODEL_CARD.md).
+SHIPPED_CHECKPOINT = resources.files("fer") / "weights" / "fer2013_deep_cnn.ckpt"
+
+
+@dataclass
+class Face:
+    """One recognised face.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` int pixels of the frame.
+        label: the most probable class name.
+        probabilities: class name -> probability (sums to 1).
+        score: detector confidence.
+        track_id: the same number for the same face across frames of a stream.
+        landmarks: ``(68, 2)`` pixels (iBUG order) when the detector gives them.
+    """
+
+    box: tuple[int, int, int, int]
+    label: str
+    probabilities: dict[str, float]
+    score: float = 1.0
+    track_id: int = 0
+    landmarks: np.ndarray | None = None
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for recognition; the message says why."""
+
+
+def load_classifier(path: str | Path | None = None, device: str = "cpu") -> tuple[EmotionClassifier, dict]:
+    """An :class:`EmotionClassifier` in eval mode and its input settings from a train.py checkpoint.
+
+    Args:
+        path: checkpoint; ``None`` is the shipped FER-2013 model.
+        device: where to put the model (half precision on CUDA).
+
+    Returns:
+        The model and ``{"image_size", "mean", "std", "channels"}`` of its training data.
+
+    Raises:
+        FileNotFoundError: no such file. CheckpointError: not a checkpoint of ours, or its
+        weights do not fit the architecture it names.
+    """
+    path = Path(str(SHIPPED_CHECKPOINT)) if path is None else Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    if not isinstance(hparams.get("net"), dict) or "class_names" not in hparams:
+        raise CheckpointError(f"{path}: not an EmotionClassifier checkpoint written by train.py (no network config)")
+    try:
+        model = EmotionClassifier(**hparams)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{path}: weights do not fit the architecture {hparams['net']}: {error}") from error
+    data = checkpoint.get("datamodule_hyper_parameters", {})
+    settings = {
+        "image_size": data.get("image_size", hparams["net"].get("input_size", 48)),
+        "mean": data.get("mean", FER2013_MEAN),
+        "std": data.get("std", FER2013_STD),
+        "channels": hparams["net"].get("in_channels", 1),
+    }
+    model.eval()
+    size, channels = settings["image_size"], settings["channels"]
+    with torch.inference_mode():
+        outputs = model(torch.zeros(1, channels, size, size)).shape[-1]
+    if outputs != model.num_classes:
+        raise CheckpointError(
+            f"{path}: weights do not fit: the network has {outputs} outputs for {model.num_classes} class names"
+        )
+    model = model.to(device)
+    if device.startswith("cuda"):
+        model = model.half()
+    return model, settings
+
+
+@dataclass
+class _Track:
+    box: np.ndarray
+    probabilities: np.ndarray
+    last_seen: int
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / max((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter, 1e-6)
+
+
+@dataclass
+class StageTimes:
+    """Wall-clock seconds spent per stage (decode, detect, classify, draw, ...)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - start
+        self.calls[stage] += 1
+        return now
+
+    def summary(self) -> str:
+        return ", ".join(f"{s} {1000 * t / max(self.calls[s], 1):.1f} ms" for s, t in self.seconds.items())
+
+
+class EmotionRecognizer:
+    """Faces and their expressions in BGR frames.
+
+    Args:
+        ckpt_path: a train.py checkpoint; ``None`` is the shipped FER-2013 model.
+        detector: a name for :func:`~fer.detection.make_detector` or a detector object.
+        device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
+        detect_scale: video frames are shrunk by this factor for detection only (single
+            images are searched at full resolution).
+        detect_every: run the detector every N frames of a stream; in between, faces
+            keep their tracked boxes and are classified again.
+        smoothing: EMA factor of each tracked face's probabilities across frames
+            (0: none; 0.6: the new frame counts 40 %).
+        margin: crop margin, see :func:`~fer.data.transforms.crop_faces`.
+        landmarks: ask the detector for 68 landmarks (face-alignment only).
+        max_age: frames a track survives without a matching detection.
+    """
+
+    def __init__(
+        self,
+        ckpt_path: str | Path | None = None,
+        detector: str | FaceDetector = "auto",
+        device: str = "auto",
+        detect_scale: float = 0.5,
+        detect_every: int = 1,
+        smoothing: float = 0.0,
+        margin: float = 0.1,
+        landmarks: bool = False,
+        max_age: int = 5,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model, self.settings = load_classifier(ckpt_path, self.device)
+        self.class_names = self.model.class_names
+        if isinstance(detector, str):
+            detector = make_detector(detector, self.device, landmarks)
+        self.detector, self.detect_scale = detector, detect_scale
+        self.detect_every, self.smoothing, self.margin, self.max_age = max(1, detect_every), smoothing, margin, max_age
+        self.times = StageTimes()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget tracks (call between unrelated images or streams)."""
+        self.frame_index, self.next_id = 0, 1
+        self.tracks: dict[int, _Track] = {}
+        self._detections: list[Detection] = []
+
+    def detect(self, image_bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        """Faces of a frame, searched in a copy shrunk by ``scale``; boxes in the frame's pixels."""
+        if scale == 1.0:
+            return self.detector(image_bgr)
+        small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        found = self.detector(small)
+        for d in found:
+            d.box = d.box / scale
+            d.landmarks = None if d.landmarks is None else d.landmarks / scale
+        return found
+
+    @torch.inference_mode()
+    def classify(self, image_bgr: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+        """Probabilities ``(len(boxes), num_classes)`` float32 of the faces in ``boxes``, one batch."""
+        if not boxes:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        grey = image_bgr.ndim == 3 and self.settings["channels"] == 1
+        image = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if grey else image_bgr
+        crops = crop_faces(image, boxes, self.settings["image_size"], self.margin).to(self.device)
+        x = preprocess(crops, self.settings["image_size"], self.settings["mean"], self.settings["std"])
+        x = x.to(next(self.model.parameters()).dtype)
+        return self.model.predict_proba(x).float().cpu().numpy()
+
+    def predict(self, image_bgr: np.ndarray, track: bool = True) -> list[Face]:
+        """Every face of one BGR ``uint8`` frame ``(H, W, 3)`` with its expression.
+
+        With ``track`` the frame continues a stream: detection may be skipped
+        (``detect_every``), faces keep their ids and probabilities are smoothed.
+        """
+        start = time.perf_counter()
+        if not track:
+            self.reset()
+        if self.frame_index % self.detect_every == 0:
+            self._detections = self.detect(image_bgr, self.detect_scale if track else 1.0)
+            start = self.times.add("detect", start)
+        detections = self._detections
+        boxes = [d.box for d in detections]
+        probs = self.classify(image_bgr, boxes)
+        start = self.times.add("classify", start)
+        ids = self._associate(boxes, probs) if track else list(range(1, len(boxes) + 1))
+        self.frame_index += 1
+        faces = []
+        for d, k, p in zip(detections, ids, probs):
+            smoothed = self.tracks[k].probabilities if track else p
+            box = tuple(int(round(v)) for v in d.box)
+            names = self.class_names
+            faces.append(
+                Face(
+                    box, names[int(smoothed.argmax())], dict(zip(names, map(float, smoothed))), d.score, k, d.landmarks
+                )
+            )
+        return faces
+
+    def _associate(self, boxes: list[np.ndarray], probs: np.ndarray) -> list[int]:
+        """Greedy IoU matching of detections to tracks; updates the tracks' EMA probabilities."""
+        ids: list[int] = []
+        free = dict(self.tracks)
+        for box, p in zip(boxes, probs):
+            best = max(free, key=lambda k: _iou(free[k].box, box), default=None)
+            if best is not None and _iou(free[best].box, box) > 0.3:
+                track = free.pop(best)
+                track.probabilities = self.smoothing * track.probabilities + (1 - self.smoothing) * p
+                track.box, track.last_seen = box, self.frame_index
+                ids.append(best)
+            else:
+                self.tracks[self.next_id] = _Track(box, p, self.frame_index)
+                ids.append(self.next_id)
+                self.next_id += 1
+        for k in [k for k, t in self.tracks.items() if self.frame_index - t.last_seen > self.max_age]:
+            del self.tracks[k]
+        return ids

@@ -1,0 +1,39 @@
+"""Realtime expression recognition: ``python infer.py [source=0|clip.mp4|photo.jpg|photos/|rtsp://...]``."""
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from fer.infer import run
+from fer.recognizer import EmotionRecognizer
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="infer")
+def main(cfg: DictConfig) -> None:
+    recognizer = EmotionRecognizer(
+        ckpt_path=cfg.ckpt_path,
+        detector=cfg.detector,
+        device=cfg.device,
+        detect_scale=cfg.detect_scale,
+        detect_every=cfg.detect_every,
+        smoothing=cfg.smoothing,
+        margin=cfg.margin,
+        landmarks=cfg.landmarks,
+    )
+    run(
+        recognizer,
+        cfg.source,
+        cfg.output_dir,
+        display=cfg.display,
+        predictions=cfg.predictions,
+        save_media=cfg.save_media,
+        overwrite=cfg.overwrite,
+        max_frames=cfg.max_frames,
+    )
+
+
+if __name__ == "__main__":
+    main()

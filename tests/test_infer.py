@@ -1,0 +1,163 @@
+"""infer.py and the recognizer on real photos and videos from ../shared/data."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fer.detection import FaceAlignmentDetector, HaarDetector, face_alignment_cache, make_detector
+from fer.infer import run
+from fer.recognizer import CheckpointError, EmotionRecognizer, load_classifier
+from tests.conftest import DATA, ROOT, need, run_infer
+
+PHOTOS, VIDEOS = DATA / "photos", DATA / "videos"
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return EmotionRecognizer(detector="haar", device="cpu", smoothing=0.5)
+
+
+def _rows(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_multi_face_photo_finds_five_faces(recognizer, tmp_path):
+    summary = run(recognizer, need(PHOTOS / "multi_face.jpg"), tmp_path, display=False)
+    assert summary["faces"] == 5
+    rows = _rows(tmp_path / "predictions.csv")
+    assert list(rows[0]) == ["frame", "time", "source", "face", "x1", "y1", "x2", "y2", "score", "label"] + [
+        f"p_{c}" for c in CLASSES
+    ]
+    assert len(rows) == 5 and len({r["face"] for r in rows}) == 5
+    for r in rows:
+        probs = [float(r[f"p_{c}"]) for c in CLASSES]
+        assert abs(sum(probs) - 1) < 1e-2 and r["label"] == CLASSES[int(np.argmax(probs))]
+        assert 0 <= int(r["x1"]) < int(r["x2"]) <= 1000 and 0 <= int(r["y1"]) < int(r["y2"]) <= 667
+    assert (tmp_path / "annotated" / "multi_face.jpg").stat().st_size > 50_000
+
+
+def test_no_face_photo_and_video_still_write_outputs(recognizer, tmp_path):
+    summary = run(recognizer, need(PHOTOS / "grass.jpg"), tmp_path / "photo", display=False)
+    assert summary["faces"] == 0 and summary["frames"] == 1
+    assert _rows(tmp_path / "photo" / "predictions.csv") == []
+    assert (tmp_path / "photo" / "annotated" / "grass.jpg").exists()
+    summary = run(recognizer, need(VIDEOS / "no_face.mp4"), tmp_path / "video", display=False, predictions="jsonl")
+    assert summary["frames"] >= 90 and summary["faces"] == 0  # 95 decodable of 98 declared
+    assert (tmp_path / "video" / "predictions.jsonl").read_text() == ""
+    assert (tmp_path / "video" / "annotated.mp4").stat().st_size > 10_000
+
+
+def test_single_face_video_is_tracked_and_smiles(recognizer, tmp_path):
+    summary = run(recognizer, need(VIDEOS / "single_face.mp4"), tmp_path, display=False, predictions="jsonl")
+    assert summary["frames"] == 72 and summary["frames_with_face"] >= 0.9 * 72
+    records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert set(records[0]) == {"frame", "time", "source", "face", "box", "score", "label", "probabilities"}
+    assert records[30]["time"] == pytest.approx(30 / 30, abs=0.01)
+    assert len({r["face"] for r in records}) <= 2  # one man, one track (at most one re-acquisition)
+    middle = [r["label"] for r in records if 30 <= r["frame"] < 50]
+    assert middle.count("happy") > len(middle) / 2, middle
+    assert set(summary["ms_per_stage"]) == {"decode", "detect", "classify", "draw", "write"}
+
+
+def test_folder_with_non_images_and_unreadable_files(recognizer, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(need(PHOTOS / "single_face.jpg"), folder)
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    summary = run(recognizer, folder, tmp_path / "out", display=False)
+    assert summary["frames"] == 1 and summary["faces"] == 1
+    assert summary["skipped"] == {"not an image": 1, "unreadable image": 1}
+
+
+def test_bad_sources_and_existing_outputs(recognizer, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.mp4"):
+        run(recognizer, tmp_path / "nowhere.mp4", tmp_path / "a", display=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        run(recognizer, tmp_path / "empty", tmp_path / "b", display=False)
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"\x00" * 1000)
+    with pytest.raises(ValueError, match="fake.mp4"):
+        run(recognizer, fake, tmp_path / "c", display=False)
+    with pytest.raises(ValueError, match="no camera at index 7"):
+        run(recognizer, 7, tmp_path / "d", display=False)
+    photo = need(PHOTOS / "single_face.jpg")
+    run(recognizer, photo, tmp_path / "e", display=False)
+    before = (tmp_path / "e" / "predictions.csv").read_text()
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        run(recognizer, PHOTOS / "grass.jpg", tmp_path / "e", display=False)
+    assert (tmp_path / "e" / "predictions.csv").read_text() == before
+    run(recognizer, PHOTOS / "grass.jpg", tmp_path / "e", display=False, overwrite=True)
+    assert (tmp_path / "e" / "predictions.csv").read_text() != before
+
+
+def test_checkpoints_that_do_not_fit(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_classifier(tmp_path / "missing.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_classifier(tmp_path / "junk.ckpt")
+    checkpoint = torch.load(ROOT / "fer" / "weights" / "fer2013_deep_cnn.ckpt", weights_only=False)
+    checkpoint["hyper_parameters"]["net"]["_target_"] = "fer.models.shallow_cnn"
+    torch.save(checkpoint, tmp_path / "wrong_net.ckpt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_classifier(tmp_path / "wrong_net.ckpt")
+    checkpoint["hyper_parameters"]["net"]["_target_"] = "fer.models.deep_cnn"
+    checkpoint["hyper_parameters"]["class_names"] = ["a", "b", "c"]
+    torch.save(checkpoint, tmp_path / "wrong_classes.ckpt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_classifier(tmp_path / "wrong_classes.ckpt")
+
+
+@pytest.fixture
+def random_face_alignment(tmp_path, monkeypatch):
+    """face-alignment's S3FD and 2D-FAN with random weights under their real cache names."""
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+    from face_alignment.models import FAN
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = face_alignment_cache()
+    assert cache == tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(s3fd().state_dict(), cache / "s3fd-619a316812.pth")
+    torch.save(FAN(4).state_dict(), cache / "2DFAN4-11f355bf06.pth.tar")
+    return cache
+
+
+def test_face_alignment_adapter_with_random_weights(random_face_alignment):
+    image = __import__("cv2").imread(str(need(PHOTOS / "single_face.jpg")))
+    boxes_only = make_detector("auto", "cpu")
+    assert isinstance(boxes_only, FaceAlignmentDetector)
+    found = boxes_only(image[::4, ::4].copy())  # random weights: any number of boxes, of the right kind
+    assert all(d.box.shape == (4,) and d.landmarks is None for d in found)
+    detector = FaceAlignmentDetector("cpu", "sfd", landmarks=True)
+    box = np.array([150, 100, 400, 400], dtype=np.float32)
+    (points,) = detector.landmarks_for(image, [box])
+    assert points.shape == (68, 2) and points.dtype == np.float32
+    # random heatmaps put points anywhere in FAN's crop (about 2.3x the box around its centre),
+    # in image pixels, not in the 64x64 heatmap's
+    centre, side = np.array([275, 250]), 300
+    assert (np.abs(points - centre) <= 1.2 * side).all()
+    assert np.ptp(points[:, 0]) > 64 and np.ptp(points[:, 1]) > 64
+
+
+def test_missing_face_alignment_weights_say_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"s3fd-619a316812.pth[\s\S]*2DFAN4-11f355bf06.pth.tar"):
+        FaceAlignmentDetector("cpu", "sfd", landmarks=True)
+    assert isinstance(make_detector("auto"), HaarDetector)
+
+
+@pytest.mark.slow
+def test_infer_py_as_a_user_runs_it(tmp_path):
+    result = run_infer(tmp_path, f"source={need(PHOTOS / 'two_people.jpg')}", "detector=haar")
+    assert "1 frames, 1 with a face" in result.stdout
+    assert (tmp_path / "predictions.csv").exists() and (tmp_path / "summary.json").exists()
