@@ -148,7 +148,8 @@ class FaceAlignmentDetector:
         scores = scores or [1.0] * len(boxes)
         rgb = np.ascontiguousarray(image_bgr[..., ::-1]) if image_bgr.ndim == 3 else np.stack([image_bgr] * 3, -1)
         with torch.inference_mode():
-            faces = [np.r_[np.asarray(b, dtype=np.float64)[:4], s] for b, s in zip(boxes, scores)]  # float64: FAN needs it
+            # face-alignment's crop maths needs float64 boxes
+            faces = [np.r_[np.asarray(b, dtype=np.float64)[:4], s] for b, s in zip(boxes, scores)]
             result = self.fa.get_landmarks_from_image(rgb, detected_faces=faces)
         return [np.asarray(p[:, :2], dtype=np.float32) for p in result]
 

@@ -135,7 +135,7 @@ class Source:
         if k == 0:
             raise ValueError(f"{self.spec}: the video yields no frame (empty or truncated)")
         if self.declared_frames > 0 and k < self.declared_frames:
-            log.warning("%s: read %d of %d frames its header declares (truncated, or inexact header)", self.spec, k, self.declared_frames)
+            log.warning("%s: read %d of %d frames its header declares (truncated?)", self.spec, k, self.declared_frames)
 
 
 _COLOURS = {  # BGR
