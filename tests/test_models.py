@@ -3,10 +3,10 @@ import torch
 import torch.nn.functional as F
 
 from fer.data.transforms import BatchAugment, preprocess
-from fer.models import CNN4, deep_cnn, shallow_cnn
+from fer.models import CNN4, DeXpression, deep_cnn, shallow_cnn
 from fer.module import EmotionClassifier
 
-MODELS = {"cnn4": CNN4, "shallow_cnn": shallow_cnn, "deep_cnn": deep_cnn}
+MODELS = {"cnn4": CNN4, "shallow_cnn": shallow_cnn, "deep_cnn": deep_cnn, "dexpression": DeXpression}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -23,10 +23,18 @@ def test_output_shape_and_backward(name, channels, size, classes):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ["cnn4", "shallow_cnn", "deep_cnn"])
 def test_too_small_input_is_refused(name):
     with pytest.raises(ValueError, match="too small"):
         MODELS[name](input_size=3)
+
+
+@pytest.mark.parametrize(("size", "side"), [(48, 3), (224, 14)])
+def test_dexpression_feature_map_sizes(size, side):
+    net = DeXpression(num_classes=7, input_size=size)
+    features = net.featex2(net.featex1(net.stem(torch.randn(2, 1, size, size))))
+    assert features.shape == (2, 272, side, side)  # 14x14x272 at 224, as in the paper
+    assert net(torch.randn(2, 1, size, size)).shape == (2, 7)
 
 
 def test_classifier_flip_tta_is_mirror_invariant():
