@@ -41,7 +41,7 @@ def test_other_groups_compose(group):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_compose(experiment):
     cfg = _compose(f"experiment={experiment}", "paths.root_dir=.", "paths.output_dir=.")
-    assert cfg.data.path.endswith("fer2013.csv.gz")
+    assert cfg.data.path.endswith("fer2013.csv.gz")  # the real data set, not the sample
 
 
 def test_typos_fail_with_hydras_error():

@@ -13,71 +13,58 @@ from fer.data.fer2013 import CLASS_NAMES, FER2013, USAGES, load_fer2013
 from fer.data.transforms import FER2013_MEAN, FER2013_STD, BatchAugment, preprocess
 
 
-class FER2013DataModule(pl.LightningDataModule):
-    """FER-2013 with Training -> train, PublicTest -> val, PrivateTest -> test.
+class InMemoryDataModule(pl.LightningDataModule):
+    """Base of the image data modules: ``uint8`` splits in memory, augmentation on the device.
 
-    The whole set stays in memory as one ``uint8`` tensor (35,887 x 48 x 48, about
-    83 MB). Batches leave the loader as ``uint8`` and are normalised (and, in
-    training, augmented) on the device by :meth:`on_after_batch_transfer`.
+    Subclasses set :attr:`class_names` and implement :meth:`load_splits`. Batches leave
+    the loader as ``uint8`` and are normalised (and, in training, augmented) on the
+    device by :meth:`on_after_batch_transfer`.
 
     Args:
-        path: official CSV (``.csv`` or ``.csv.gz``) or image-folder export; ``None``
-            uses the real sample shipped with the package.
         batch_size: images per batch.
         num_workers: loader worker processes (0 is fastest for in-memory data).
-        image_size: network input side in pixels (48 is FER-2013's own).
+        image_size: network input side in pixels.
         augment: keyword arguments of :class:`~fer.data.transforms.BatchAugment`,
             or ``None`` for no augmentation.
         balance: ``"none"``; ``"sampler"`` draws training images with probability
             inversely proportional to their class size; ``"loss"`` exposes
             :attr:`class_weights` for a weighted cross-entropy.
-        on_bad_row: ``"error"`` or ``"skip"``, see :func:`~fer.data.fer2013.load_fer2013`.
         mean, std: normalisation on the [0, 1] scale.
     """
 
-    class_names: tuple[str, ...] = CLASS_NAMES
+    class_names: tuple[str, ...] = ()
     num_channels = 1
 
     def __init__(
         self,
-        path: str | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         image_size: int = 48,
         augment: dict[str, Any] | None = None,
         balance: str = "none",
-        on_bad_row: str = "error",
         mean: float = FER2013_MEAN,
         std: float = FER2013_STD,
     ) -> None:
         super().__init__()
         if balance not in ("none", "sampler", "loss"):
             raise ValueError(f"balance must be 'none', 'sampler' or 'loss', not {balance!r}")
-        self.save_hyperparameters()
-        self.path = path
-        self.image_size = image_size
+        self.save_hyperparameters()  # also records the subclass's arguments
+        self.batch_size, self.num_workers, self.image_size = batch_size, num_workers, image_size
+        self.balance, self.mean, self.std = balance, mean, std
         self.augment = BatchAugment(**augment) if augment is not None else None
-        self.data: FER2013 | None = None
         self.splits: dict[str, TensorDataset] = {}
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def prepare_data(self) -> None:
-        if self.path is not None and not Path(self.path).expanduser().exists():
-            raise FileNotFoundError(
-                f"FER-2013 not found at {self.path}. Put the official fer2013.csv (or .csv.gz) "
-                "there, or set data.path to it or to an image-folder export."
-            )
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{"train"|"val"|"test": (uint8 images (N, C, H, W), int64 labels (N,))}``."""
+        raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if self.data is not None:
-            return
-        self.data = load_fer2013(self.path, self.hparams.on_bad_row)
-        for name, usage in zip(("train", "val", "test"), USAGES, strict=True):
-            images, labels = self.data.split(usage)
-            self.splits[name] = TensorDataset(images.unsqueeze(1), labels)
+        if not self.splits:
+            self.splits = {name: TensorDataset(*split) for name, split in self.load_splits().items()}
 
     @property
     def class_counts(self) -> torch.Tensor:
@@ -92,7 +79,7 @@ class FER2013DataModule(pl.LightningDataModule):
         ``n / (k * n_c)`` for the ``k`` classes present (1 for every class of a
         balanced set; scikit-learn's "balanced"), 0 for classes without images.
         """
-        if self.hparams.balance != "loss":
+        if self.balance != "loss":
             return None
         return self._inverse_frequency()
 
@@ -103,17 +90,17 @@ class FER2013DataModule(pl.LightningDataModule):
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         dataset = self.splits[split]
         sampler = None
-        if train and self.hparams.balance == "sampler":
+        if train and self.balance == "sampler":
             labels = dataset.tensors[1]
             weights = self._inverse_frequency()[labels]
             sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self.batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
@@ -129,11 +116,40 @@ class FER2013DataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        x = preprocess(
-            images,
-            self.image_size,
-            self.hparams.mean,
-            self.hparams.std,
-            augment=self.augment if training else None,
-        )
+        x = preprocess(images, self.image_size, self.mean, self.std, augment=self.augment if training else None)
         return x, labels
+
+
+class FER2013DataModule(InMemoryDataModule):
+    """FER-2013 with Training -> train, PublicTest -> val, PrivateTest -> test.
+
+    The whole set stays in memory as one ``uint8`` tensor (35,887 x 48 x 48, about 83 MB).
+
+    Args:
+        path: official CSV (``.csv`` or ``.csv.gz``) or image-folder export; ``None``
+            uses the real sample shipped with the package.
+        on_bad_row: ``"error"`` or ``"skip"``, see :func:`~fer.data.fer2013.load_fer2013`.
+        **kwargs: see :class:`InMemoryDataModule` (``image_size`` 48 is FER-2013's own).
+    """
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    def __init__(self, path: str | None = None, on_bad_row: str = "error", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path, self.on_bad_row = path, on_bad_row
+        self.data: FER2013 | None = None
+
+    def prepare_data(self) -> None:
+        if self.path is not None and not Path(self.path).expanduser().exists():
+            raise FileNotFoundError(
+                f"FER-2013 not found at {self.path}. Put the official fer2013.csv (or .csv.gz) "
+                "there, or set data.path to it or to an image-folder export."
+            )
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        self.data = load_fer2013(self.path, self.on_bad_row)
+        splits = {}
+        for name, usage in zip(("train", "val", "test"), USAGES, strict=True):
+            images, labels = self.data.split(usage)
+            splits[name] = (images.unsqueeze(1), labels)
+        return splits

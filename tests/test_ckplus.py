@@ -1,0 +1,115 @@
+"""CK+ on the real data: original layout, the complete sequence S501/001 and CK+48."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from fer.data.ckplus import CKPlusDataModule, label_frames, load_faces, read_ckplus, read_ckplus48
+from tests.conftest import DATA, need
+
+CKPLUS, SEQUENCE, CKPLUS48 = DATA / "ckplus", DATA / "ckplus_sequence", DATA / "ckplus48"
+# The 327 labelled CK+ sequences per class (Lucey et al. 2010, table 2).
+SEQUENCE_COUNTS = {"angry": 45, "contempt": 18, "disgust": 59, "fear": 25, "happy": 69, "sad": 28, "surprise": 83}
+
+
+def test_forty_percent_rule_on_the_complete_sequence():
+    (seq,) = read_ckplus(need(SEQUENCE))
+    assert (seq.subject, seq.sequence, len(seq.frames), seq.code) == ("S501", "001", 67, 1)
+    kept = label_frames([seq], drop_fraction=0.4)
+    assert len(kept) == 41  # frames 27..67: the first 26 (40 % of 67) are dropped
+    assert kept[0][0].name == "S501_001_00000027.png" and {name for _, name, _ in kept} == {"angry"}
+    assert len(label_frames([seq], drop_fraction=0.0)) == 67
+    with_neutral = label_frames([seq], neutral=True)
+    assert with_neutral[-1][0].name == "S501_001_00000001.png" and with_neutral[-1][1] == "neutral"
+
+
+def test_original_layout_label_counts():
+    sequences = read_ckplus(need(CKPLUS))
+    assert len(sequences) == 593 and len({s.subject for s in sequences}) == 123
+    apex = label_frames(sequences)  # this copy holds first and last frames: the apex is kept
+    assert Counter(name for _, name, _ in apex) == SEQUENCE_COUNTS
+    without_contempt = label_frames(sequences, contempt=False, neutral=True)
+    counts = Counter(name for _, name, _ in without_contempt)
+    assert "contempt" not in counts and counts["neutral"] == 327 - 18
+
+
+def test_bad_emotion_file_names_the_file(tmp_path):
+    frames = tmp_path / "cohn-kanade-images" / "S001" / "001"
+    frames.mkdir(parents=True)
+    (frames / "S001_001_00000001.png").write_bytes(b"")
+    emotion = tmp_path / "Emotion" / "S001" / "001"
+    emotion.mkdir(parents=True)
+    (emotion / "S001_001_00000001_emotion.txt").write_text("   9.0000000e+00\n")
+    with pytest.raises(ValueError, match="S001_001_00000001_emotion.txt: emotion code"):
+        read_ckplus(tmp_path)
+
+
+@pytest.mark.parametrize("fold", [0, 3])
+def test_folds_are_subject_independent_and_cover_everyone(fold, tmp_path):
+    dm = CKPlusDataModule(str(need(CKPLUS)), fold=fold, detector=None, cache_dir=str(tmp_path))
+    dm.setup()
+    train, val, test = (set(dm.subjects[s]) for s in ("train", "val", "test"))
+    assert not (train & val or train & test or val & test)
+    assert len(train | val | test) == 118  # the subjects with a labelled sequence
+    assert sum(len(dm.splits[s]) for s in dm.splits) == 327
+    assert dm.class_names == ("angry", "contempt", "disgust", "fear", "happy", "sad", "surprise")
+    images, labels = dm.splits["test"].tensors
+    assert images.shape[1:] == (1, 96, 96) and images.dtype == torch.uint8 and labels.max() < 7
+
+
+def test_all_ten_test_folds_partition_the_subjects(tmp_path):
+    tested = []
+    for fold in range(10):
+        dm = CKPlusDataModule(str(need(CKPLUS)), fold=fold, detector=None, cache_dir=str(tmp_path))
+        dm.setup()
+        tested += dm.subjects["test"]
+    assert len(tested) == len(set(tested)) == 118
+
+
+def test_fixed_holdout(tmp_path):
+    dm = CKPlusDataModule(str(need(CKPLUS)), holdout=["S005", "S010"], detector=None, cache_dir=str(tmp_path))
+    dm.setup()
+    assert dm.subjects["test"] == ["S005", "S010"] and len(dm.subjects["val"]) == 2
+    assert not set(dm.subjects["train"]) & {"S005", "S010", *dm.subjects["val"]}
+
+
+def test_ckplus48_export():
+    items = read_ckplus48(need(CKPLUS48))
+    counts = Counter(name for _, name, _ in items)
+    assert counts == {
+        "angry": 135,
+        "contempt": 54,
+        "disgust": 177,
+        "fear": 75,
+        "happy": 207,
+        "sad": 84,
+        "surprise": 249,
+    }
+    dm = CKPlusDataModule(str(CKPLUS48), detector=None, crop_size=48, contempt=False)
+    dm.setup()
+    assert sum(len(s) for s in dm.splits.values()) == 981 - 54
+
+
+def test_face_crops_are_cached(tmp_path):
+    sequence = read_ckplus(need(SEQUENCE))[0]
+    paths = sequence.frames[-3:]  # 720x480 colour frames of the complete sequence
+    from fer.detection import HaarDetector
+
+    first, no_face = load_faces(paths, 64, HaarDetector(), cache_dir=tmp_path)
+    assert first.shape == (3, 1, 64, 64) and no_face == 0
+    (cached,) = tmp_path.glob("faces_HaarDetector_64_*.pt")
+    stamp = cached.stat().st_mtime_ns
+    again, _ = load_faces(paths, 64, HaarDetector(), cache_dir=tmp_path)
+    assert torch.equal(first, again) and cached.stat().st_mtime_ns == stamp
+    # the crop is the detected face, not the whole 720x480 frame
+    whole, _ = load_faces(paths, 64, None)
+    assert not torch.equal(first, whole)
+
+
+def test_train_py_on_ckplus(tmp_path):
+    from tests.conftest import run_train
+
+    need(CKPLUS)
+    run_train(tmp_path, "data=ckplus", "data.detector=null", f"data.cache_dir={tmp_path / 'cache'}", "debug=fdr")
+    assert (tmp_path / "metrics.json").exists() and list((tmp_path / "cache").glob("faces_none_96_*.pt"))
