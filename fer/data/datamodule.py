@@ -34,6 +34,8 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     class_names: tuple[str, ...] = ()
     num_channels = 1
+    #: constructor arguments kept out of the checkpoint's hyper-parameters (objects)
+    hparams_ignore: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -48,7 +50,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         super().__init__()
         if balance not in ("none", "sampler", "loss"):
             raise ValueError(f"balance must be 'none', 'sampler' or 'loss', not {balance!r}")
-        self.save_hyperparameters()  # also records the subclass's arguments
+        self.save_hyperparameters(ignore=list(self.hparams_ignore))  # also records the subclass's arguments
         self.batch_size, self.num_workers, self.image_size = batch_size, num_workers, image_size
         self.balance, self.mean, self.std = balance, mean, std
         self.augment = BatchAugment(**augment) if augment is not None else None
