@@ -113,3 +113,20 @@ def test_train_py_on_ckplus(tmp_path):
     need(CKPLUS)
     run_train(tmp_path, "data=ckplus", "data.detector=null", f"data.cache_dir={tmp_path / 'cache'}", "debug=fdr")
     assert (tmp_path / "metrics.json").exists() and list((tmp_path / "cache").glob("faces_none_96_*.pt"))
+
+
+def test_ckplus_and_fer2013_combined_by_name(tmp_path):
+    from fer.data import FER2013DataModule
+    from fer.data.combined import CombinedDataModule
+
+    ckplus = CKPlusDataModule(str(need(CKPLUS)), detector=None, cache_dir=str(tmp_path))
+    combined = CombinedDataModule({"fer2013": FER2013DataModule(), "ckplus": ckplus})
+    assert combined.class_names == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt")
+    combined.setup()
+    sizes = {split: len(ds) for split, ds in combined.splits.items()}
+    assert sum(sizes.values()) == 2100 + 327  # the embedded FER-2013 sample and CK+'s apex frames
+    # CK+'s sad (its "sadness", code 6) lands on FER-2013's sad (code 4), never on code 6 (neutral)
+    total = {n: sum(combined.balance_report[s][n] for s in sizes) for n in combined.class_names}
+    assert total["sad"] == 300 + 28 and total["neutral"] == 300 and total["contempt"] == 18
+    images, _ = combined.splits["train"].tensors
+    assert images.shape[1:] == (1, 48, 48) and images.dtype == torch.uint8
