@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fer.data.transforms import FER2013_MEAN, FER2013_STD, crop_faces, preprocess
-from fer.detection import Detection, FaceDetector, make_detector, resolve_device
+from fer.detection import Detection, FaceDetector, detect_scaled, make_detector, resolve_device
 from fer.module import EmotionClassifier
 
 #: The model shipped with the package (deep CNN trained on FER-2013 by train.py; see MODEL_CARD.md).
@@ -172,17 +172,6 @@ class EmotionRecognizer:
         self.tracks: dict[int, _Track] = {}
         self._detections: list[Detection] = []
 
-    def detect(self, image_bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
-        """Faces of a frame, searched in a copy shrunk by ``scale``; boxes in the frame's pixels."""
-        if scale == 1.0:
-            return self.detector(image_bgr)
-        small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        found = self.detector(small)
-        for d in found:
-            d.box = d.box / scale
-            d.landmarks = None if d.landmarks is None else d.landmarks / scale
-        return found
-
     @torch.inference_mode()
     def classify(self, image_bgr: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
         """Probabilities ``(len(boxes), num_classes)`` float32 of the faces in ``boxes``, one batch."""
@@ -205,7 +194,7 @@ class EmotionRecognizer:
         if not track:
             self.reset()
         if self.frame_index % self.detect_every == 0:
-            self._detections = self.detect(image_bgr, self.detect_scale if track else 1.0)
+            self._detections = detect_scaled(self.detector, image_bgr, self.detect_scale if track else 1.0)
             start = self.times.add("detect", start)
         detections = self._detections
         boxes = [d.box for d in detections]

@@ -1,0 +1,90 @@
+"""BAUM-2 clips, frame extraction from real videos, CNN-LSTM and C3D."""
+
+from collections import Counter
+
+import pytest
+import torch
+
+from fer.data.baum2 import BAUM2DataModule, extract_face_frames, fixed_length, load_clip, read_baum2
+from fer.detection import HaarDetector
+from fer.models import C3D, CNNLSTM
+from tests.conftest import DATA, need, run_train
+
+BAUM2 = DATA / "baum2" / "Extracted"
+
+
+def test_real_clips_and_labels():
+    clips = read_baum2(need(BAUM2))
+    assert len(clips) == 147 and len({c.subject for c in clips}) == 50
+    assert sum(len(c.frames) for c in clips) == 2272
+    assert Counter(c.code for c in clips) == {5: 32, 1: 27, 0: 26, 6: 21, 7: 13, 2: 10, 3: 10, 4: 8}
+    clip = load_clip(clips[0].frames, 12)
+    assert clip.shape == (12, 1, 48, 48) and clip.dtype == torch.uint8
+
+
+def test_clips_shorter_than_t_are_padded():
+    short = min(read_baum2(need(BAUM2)), key=lambda c: len(c.frames))
+    n = len(short.frames)
+    assert n < 16
+    clip = load_clip(short.frames, 16)
+    assert clip.shape[0] == 16 and torch.equal(clip[n - 1], clip[-1])  # padded with the last frame
+    assert fixed_length(5, 8).tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
+    assert fixed_length(16, 12).tolist()[0] == 0 and fixed_length(16, 12).tolist()[-1] == 15
+
+
+def test_splits_are_subject_independent_and_augment_clips_as_a_whole():
+    dm = BAUM2DataModule(str(need(BAUM2)), clip_length=8, fold=1, batch_size=4, augment={"erase": 0.0})
+    dm.setup()
+    train, val, test = (set(dm.subjects[s]) for s in ("train", "val", "test"))
+    assert not (train & val or train & test or val & test) and len(train | val | test) == 50
+    assert sum(len(d) for d in dm.splits.values()) == 147
+    clips, labels = next(iter(dm.train_dataloader()))
+    # a clip of one frame repeated stays one frame repeated after augmentation: same warp for all
+    still = clips[:, :1].expand(-1, 8, -1, -1, -1).contiguous()
+
+    class Training:
+        training = True
+
+    dm.trainer = Training()
+    torch.manual_seed(0)
+    x, _ = dm.on_after_batch_transfer((still, labels), 0)
+    assert x.shape == (4, 8, 1, 48, 48)
+    assert torch.allclose(x[:, 0], x[:, 5]) and not torch.allclose(
+        x[:, 0], dm.on_after_batch_transfer((still, labels), 0)[0][:, 0]
+    )
+
+
+@pytest.mark.parametrize("net", [C3D(num_classes=8), CNNLSTM({"_target_": "fer.models.shallow_cnn"}, num_classes=8)])
+@pytest.mark.parametrize("length", [12, 16])
+def test_clip_models_shapes_and_backward(net, length):
+    x = torch.randn(2, length, 1, 48, 48)
+    logits = net(x)
+    assert logits.shape == (2, 8)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_cnn_lstm_from_an_image_checkpoint_frozen():
+    from fer.recognizer import SHIPPED_CHECKPOINT
+
+    net = CNNLSTM(None, num_classes=8, pretrained=str(SHIPPED_CHECKPOINT), freeze=True)
+    assert all(not p.requires_grad for p in net.frame_net.parameters())
+    assert net.lstm.input_size == 512  # the deep CNN's last hidden width
+    assert net(torch.randn(1, 4, 1, 48, 48)).shape == (1, 8)
+
+
+def test_frame_extraction_from_real_videos(tmp_path):
+    frames = extract_face_frames(need(DATA / "videos" / "single_face.mp4"), HaarDetector(), 16, cache_dir=tmp_path)
+    assert frames.shape == (16, 1, 48, 48) and frames.dtype == torch.uint8
+    assert torch.equal(extract_face_frames(DATA / "videos" / "single_face.mp4", None, 16, cache_dir=tmp_path), frames)
+    empty = extract_face_frames(need(DATA / "videos" / "no_face.mp4"), HaarDetector(), 8)
+    assert empty.shape == (0, 1, 48, 48)
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        extract_face_frames(tmp_path / "missing.mp4", HaarDetector())
+
+
+@pytest.mark.parametrize("model", ["c3d", "cnn_lstm"])
+def test_train_py_on_baum2(model, tmp_path):
+    need(BAUM2)
+    run_train(tmp_path, "data=baum2", f"model={model}", "data.clip_length=12", "debug=fdr")
+    assert (tmp_path / "metrics.json").exists()
