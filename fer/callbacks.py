@@ -149,6 +149,7 @@ class TestReport(pl.Callback):
         confusion = pl_module.confusion["test"]
         report = classification_report(confusion, pl_module.class_names)
         report["checkpoint"] = getattr(trainer, "ckpt_path", None)
+        report["logged"] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         report["epochs_trained"] = trainer.current_epoch
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=2))

@@ -67,3 +67,21 @@ def test_test_only_needs_a_checkpoint(tmp_path):
     result = run_train(tmp_path, "train=false", check=False)
     assert result.returncode != 0
     assert "train=false needs ckpt_path" in result.stderr
+
+
+def test_multirun_writes_a_summary(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    cmd = [sys.executable, "train.py", "-m", "debug=fdr", "model=cnn4,shallow_cnn", f"hydra.sweep.dir={tmp_path}"]
+    cmd.append("callbacks.rich_progress_bar=null")
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (tmp_path / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["overrides"] for r in rows] == ["debug=fdr model=cnn4", "debug=fdr model=shallow_cnn"]
+    assert all(0 <= float(r["test_acc"]) <= 1 for r in rows)
+    assert (tmp_path / "0" / "metrics.json").exists() and (tmp_path / "1" / "metrics.json").exists()
