@@ -114,6 +114,8 @@ class SamplePredictionLogger(pl.Callback):
         if batch_idx != 0 or writer is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
         images, labels = batch
+        if images.ndim < 4:  # features, not images
+            return
         n = min(self.num_images, len(labels))
         cols = min(n, 8)
         rows = -(-n // cols)
@@ -123,7 +125,10 @@ class SamplePredictionLogger(pl.Callback):
             ax.axis("off")
             if k >= n:
                 continue
-            image = images[k].float().mean(0).cpu()  # channels averaged for display
+            image = images[k]
+            while image.ndim > 3:  # a clip: its middle frame
+                image = image[image.shape[0] // 2]
+            image = image.float().mean(0).cpu()  # channels averaged for display
             ax.imshow(image.numpy(), cmap="gray")
             pred, true = outputs["preds"][k].item(), labels[k].item()
             ax.set_title(f"{names[pred]}\n({names[true]})", fontsize=7, color="green" if pred == true else "red")

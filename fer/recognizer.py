@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -83,8 +83,9 @@ def load_classifier(path: str | Path | None = None, device: str = "cpu") -> tupl
     }
     model.eval()
     size, channels = settings["image_size"], settings["channels"]
+    clip = (model.net.clip_length,) if getattr(model.net, "clip_length", None) else ()
     with torch.inference_mode():
-        outputs = model(torch.zeros(1, channels, size, size)).shape[-1]
+        outputs = model(torch.zeros(1, *clip, channels, size, size)).shape[-1]
     if outputs != model.num_classes:
         raise CheckpointError(
             f"{path}: weights do not fit: the network has {outputs} outputs for {model.num_classes} class names"
@@ -98,8 +99,9 @@ def load_classifier(path: str | Path | None = None, device: str = "cpu") -> tupl
 @dataclass
 class _Track:
     box: np.ndarray
-    probabilities: np.ndarray
     last_seen: int
+    window: deque  # the last crops, for clip models
+    probabilities: np.ndarray | None = None
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -172,23 +174,47 @@ class EmotionRecognizer:
         self.tracks: dict[int, _Track] = {}
         self._detections: list[Detection] = []
 
-    @torch.inference_mode()
-    def classify(self, image_bgr: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
-        """Probabilities ``(len(boxes), num_classes)`` float32 of the faces in ``boxes``, one batch."""
-        if not boxes:
-            return np.zeros((0, len(self.class_names)), np.float32)
+    @property
+    def clip_length(self) -> int | None:
+        """Frames a clip model (C3D, CNN-LSTM) sees per prediction; ``None`` for image models."""
+        return getattr(self.model.net, "clip_length", None)
+
+    def crops(self, image_bgr: np.ndarray, boxes: list[np.ndarray]) -> torch.Tensor:
+        """``uint8 (len(boxes), C, S, S)`` face crops as the model's training data had them."""
         grey = image_bgr.ndim == 3 and self.settings["channels"] == 1
         image = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if grey else image_bgr
-        crops = crop_faces(image, boxes, self.settings["image_size"], self.margin).to(self.device)
-        x = preprocess(crops, self.settings["image_size"], self.settings["mean"], self.settings["std"])
-        x = x.to(next(self.model.parameters()).dtype)
+        return crop_faces(image, boxes, self.settings["image_size"], self.margin)
+
+    @torch.inference_mode()
+    def probabilities(self, crops: torch.Tensor) -> np.ndarray:
+        """Class probabilities ``float32 (B, num_classes)`` of ``uint8`` face crops, in one batch.
+
+        ``crops`` is ``(B, C, S, S)`` for image models and ``(B, T, C, S, S)`` for clip models.
+        """
+        if len(crops) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        flat = crops.flatten(0, 1) if crops.ndim == 5 else crops
+        x = preprocess(flat.to(self.device), None, self.settings["mean"], self.settings["std"])
+        x = x.view(crops.shape).to(next(self.model.parameters()).dtype)
         return self.model.predict_proba(x).float().cpu().numpy()
+
+    def classify(self, image_bgr: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+        """Probabilities ``float32 (len(boxes), num_classes)`` of the faces in ``boxes`` of one image.
+
+        A clip model sees each face as a still clip (the crop repeated).
+        """
+        crops = self.crops(image_bgr, boxes)
+        if self.clip_length:
+            crops = crops.unsqueeze(1).expand(-1, self.clip_length, -1, -1, -1)
+        return self.probabilities(crops)
 
     def predict(self, image_bgr: np.ndarray, track: bool = True) -> list[Face]:
         """Every face of one BGR ``uint8`` frame ``(H, W, 3)`` with its expression.
 
         With ``track`` the frame continues a stream: detection may be skipped
-        (``detect_every``), faces keep their ids and probabilities are smoothed.
+        (``detect_every``), faces keep their ids, probabilities are smoothed, and a clip
+        model classifies each face over a sliding window of its last ``clip_length``
+        crops (padded with the oldest while the window fills).
         """
         start = time.perf_counter()
         if not track:
@@ -198,35 +224,42 @@ class EmotionRecognizer:
             start = self.times.add("detect", start)
         detections = self._detections
         boxes = [d.box for d in detections]
-        probs = self.classify(image_bgr, boxes)
+        ids = self._associate(boxes) if track else list(range(1, len(boxes) + 1))
+        if track and self.clip_length:
+            for k, crop in zip(ids, self.crops(image_bgr, boxes)):
+                self.tracks[k].window.append(crop)
+            windows = [self.tracks[k].window for k in ids]
+            clips = [torch.stack([w[0]] * (self.clip_length - len(w)) + list(w)) for w in windows]
+            probs = self.probabilities(torch.stack(clips) if clips else torch.zeros(0))
+        else:
+            probs = self.classify(image_bgr, boxes)
         start = self.times.add("classify", start)
-        ids = self._associate(boxes, probs) if track else list(range(1, len(boxes) + 1))
         self.frame_index += 1
         faces = []
+        names = self.class_names
         for d, k, p in zip(detections, ids, probs):
-            smoothed = self.tracks[k].probabilities if track else p
-            box = tuple(int(round(v)) for v in d.box)
-            names = self.class_names
-            faces.append(
-                Face(
-                    box, names[int(smoothed.argmax())], dict(zip(names, map(float, smoothed))), d.score, k, d.landmarks
+            if track:
+                t = self.tracks[k]
+                t.probabilities = (
+                    p if t.probabilities is None else self.smoothing * t.probabilities + (1 - self.smoothing) * p
                 )
-            )
+                p = t.probabilities
+            box = tuple(int(round(v)) for v in d.box)
+            faces.append(Face(box, names[int(p.argmax())], dict(zip(names, map(float, p))), d.score, k, d.landmarks))
         return faces
 
-    def _associate(self, boxes: list[np.ndarray], probs: np.ndarray) -> list[int]:
-        """Greedy IoU matching of detections to tracks; updates the tracks' EMA probabilities."""
+    def _associate(self, boxes: list[np.ndarray]) -> list[int]:
+        """Greedy IoU matching of this frame's boxes to the tracks; new tracks for the rest."""
         ids: list[int] = []
         free = dict(self.tracks)
-        for box, p in zip(boxes, probs):
+        for box in boxes:
             best = max(free, key=lambda k: _iou(free[k].box, box), default=None)
             if best is not None and _iou(free[best].box, box) > 0.3:
                 track = free.pop(best)
-                track.probabilities = self.smoothing * track.probabilities + (1 - self.smoothing) * p
                 track.box, track.last_seen = box, self.frame_index
                 ids.append(best)
             else:
-                self.tracks[self.next_id] = _Track(box, p, self.frame_index)
+                self.tracks[self.next_id] = _Track(box, self.frame_index, deque(maxlen=self.clip_length or 1))
                 ids.append(self.next_id)
                 self.next_id += 1
         for k in [k for k, t in self.tracks.items() if self.frame_index - t.last_seen > self.max_age]:

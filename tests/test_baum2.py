@@ -7,7 +7,9 @@ import torch
 
 from fer.data.baum2 import BAUM2DataModule, extract_face_frames, fixed_length, load_clip, read_baum2
 from fer.detection import HaarDetector
+from fer.infer import run
 from fer.models import C3D, CNNLSTM
+from fer.recognizer import EmotionRecognizer
 from tests.conftest import DATA, need, run_train
 
 BAUM2 = DATA / "baum2" / "Extracted"
@@ -84,7 +86,14 @@ def test_frame_extraction_from_real_videos(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["c3d", "cnn_lstm"])
-def test_train_py_on_baum2(model, tmp_path):
+def test_train_py_on_baum2_and_clip_inference(model, tmp_path):
     need(BAUM2)
-    run_train(tmp_path, "data=baum2", f"model={model}", "data.clip_length=12", "debug=fdr")
+    run_train(tmp_path, "data=baum2", f"model={model}", "data.clip_length=12", "debug=limit", "trainer.max_epochs=1")
     assert (tmp_path / "metrics.json").exists()
+    # infer.py's recognizer with the clip model: every tracked face over its last 12 crops
+    recognizer = EmotionRecognizer(tmp_path / "checkpoints" / "last.ckpt", detector="haar", device="cpu")
+    assert recognizer.clip_length == 12 and len(recognizer.class_names) == 8
+    summary = run(recognizer, need(DATA / "videos" / "single_face.mp4"), tmp_path / "infer", display=False)
+    assert summary["frames_with_face"] >= 0.9 * summary["frames"]
+    (track,) = recognizer.tracks.values()
+    assert len(track.window) == 12 and track.window[0].shape == (1, 48, 48)

@@ -48,6 +48,7 @@ class C3D(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        self.clip_length = clip_length
         plan = [(width, 1, (1, 2, 2)), (2 * width, 1, (2, 2, 2)), (4 * width, 2, (2, 2, 2)), (8 * width, 2, (2, 2, 2))]
         blocks, channels, t, s = [], in_channels, clip_length, input_size
         for out_channels, convs, pool in plan:

@@ -29,6 +29,8 @@ class CNNLSTM(nn.Module):
         pretrained: a train.py checkpoint of the same image network to start from.
         freeze: keep the frame network's weights fixed.
         dropout: before the classifier.
+        clip_length: frames per clip in training; ``infer.py`` classifies each face over
+            a sliding window of this many frames.
     """
 
     def __init__(
@@ -43,8 +45,10 @@ class CNNLSTM(nn.Module):
         pretrained: str | None = None,
         freeze: bool = False,
         dropout: float = 0.3,
+        clip_length: int = 12,
     ) -> None:
         super().__init__()
+        self.clip_length = clip_length
         if pretrained:
             from fer.recognizer import load_classifier
 
