@@ -27,8 +27,8 @@ class EmotionClassifier(pl.LightningModule):
         class_names: one name per output, in label order; ``num_classes`` is its length.
         optimizer: a partial (Hydra ``_partial_: true`` config or callable) taking the
             parameters, e.g. ``torch.optim.AdamW``.
-        scheduler: optional partial taking the optimizer; stepped each epoch, or each
-            step when ``scheduler_interval="step"``.
+        scheduler: optional partial taking the optimizer.
+        scheduler_interval: step the scheduler each ``"epoch"`` or each ``"step"``.
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
         tta_flip: in val/test/predict, average the softmax of the image and its mirror.
         channels_last: run the network in channels-last memory format (faster
@@ -91,7 +91,7 @@ class EmotionClassifier(pl.LightningModule):
         return logits
 
     def setup(self, stage: str) -> None:
-        weights = getattr(self.trainer.datamodule, "class_weights", None) if self._trainer else None
+        weights = getattr(self.trainer.datamodule, "class_weights", None)  # data modules may offer them
         self.class_weights = None if weights is None else weights.to(self.device)
 
     def on_train_start(self) -> None:
