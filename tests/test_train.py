@@ -85,3 +85,20 @@ def test_multirun_writes_a_summary(tmp_path):
     assert [r["overrides"] for r in rows] == ["debug=fdr model=cnn4", "debug=fdr model=shallow_cnn"]
     assert all(0 <= float(r["test_acc"]) <= 1 for r in rows)
     assert (tmp_path / "0" / "metrics.json").exists() and (tmp_path / "1" / "metrics.json").exists()
+
+
+def test_optuna_sweep_of_two_trials(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    cmd = [sys.executable, "train.py", "hparams_search=fer2013_optuna", "hydra.sweeper.n_trials=2", "debug=fdr"]
+    cmd += [f"hydra.sweep.dir={tmp_path}", "callbacks.rich_progress_bar=null", "model=cnn4"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert 0 <= best["best_value"] <= 1 and "model.optimizer.lr" in best["best_params"]
+    assert (tmp_path / "summary.csv").exists() and (tmp_path / "1" / "metrics.json").exists()
