@@ -1,14 +1,10 @@
 """Realtime expression recognition: ``python infer.py [source=0|clip.mp4|photo.jpg|photos/|rtsp://...]``."""
 
-import logging
-
 import hydra
 from omegaconf import DictConfig
 
 from fer.infer import run
 from fer.recognizer import EmotionRecognizer
-
-log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")
