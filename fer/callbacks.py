@@ -1,8 +1,9 @@
-"""Callbacks that report an :class:`~fer.module.EmotionClassifier` run: TensorBoard figures and the test report."""
+"""Callbacks of an :class:`~fer.module.EmotionClassifier` run: TensorBoard figures, the test report, per-epoch seeds."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -155,6 +157,8 @@ class TestReport(pl.Callback):
         report = classification_report(confusion, pl_module.class_names)
         report["checkpoint"] = getattr(trainer, "ckpt_path", None)
         report["logged"] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        best = float(pl_module.val_acc_best.max_value)  # as the tested checkpoint holds it
+        report["logged"]["val/acc_best"] = best if best > float("-inf") else None
         report["epochs_trained"] = trainer.current_epoch
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=2))
@@ -164,3 +168,28 @@ class TestReport(pl.Callback):
         writer = _tensorboard(trainer)
         if writer is not None:
             writer.add_figure("test/confusion_matrix", confusion_figure(confusion, pl_module.class_names, "test"))
+
+
+class EpochSeed(pl.Callback):
+    """Reseeds torch, NumPy and ``random`` at the start of every training epoch.
+
+    The seed is a function of ``(seed, epoch, global rank)`` alone, so augmentation and
+    dropout in epoch ``e`` draw the same numbers whether the run got there uninterrupted
+    or resumed from a checkpoint (the training order is seeded the same way by the data
+    modules' sampler). Each DDP process gets its own stream.
+
+    Args:
+        seed: the run's seed; ``None`` disables reseeding.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.seed is None:
+            return
+        state = np.random.SeedSequence([self.seed, trainer.current_epoch, trainer.global_rank]).generate_state(1)
+        seed = int(state[0])
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)

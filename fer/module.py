@@ -94,9 +94,6 @@ class EmotionClassifier(pl.LightningModule):
         weights = getattr(self.trainer.datamodule, "class_weights", None)  # data modules may offer them
         self.class_weights = None if weights is None else weights.to(self.device)
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget the sanity check
-
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         x, y = batch
         logits = self(x) if stage == "train" else self._eval_logits(x)
@@ -137,6 +134,16 @@ class EmotionClassifier(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._end_eval_epoch("test")
+
+    # torchmetrics states are not in the state dict: carry the best validation accuracy
+    # through checkpoints by hand, so that a resumed run still knows it.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_acc_best"] = float(self.val_acc_best.max_value)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_acc_best.reset()
+        if checkpoint.get("val_acc_best", float("-inf")) > float("-inf"):
+            self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"]))
 
     def configure_optimizers(self) -> Any:
         make_optimizer = self.hparams.optimizer or torch.optim.AdamW

@@ -22,14 +22,41 @@ def _instantiate_all(configs: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in configs.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
+def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, train: bool) -> str | None:
+    """The checkpoint file that ``ckpt_path`` names.
+
+    ``"last"`` is this run dir's ``checkpoints/last.ckpt`` (resume a killed run with
+    ``hydra.run.dir=<its dir> ckpt_path=last``); a run dir stands for its
+    ``checkpoints/last.ckpt`` when training (resume) and its ``checkpoints/best.ckpt``
+    when only testing; anything else is a checkpoint file.
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist; the message names the path.
+    """
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path)
+    if ckpt_path == "last":
+        path = output_dir / "checkpoints" / "last.ckpt"
+    elif path.is_dir():
+        path = path / "checkpoints" / ("last.ckpt" if train else "best.ckpt")
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint file at {path}")
+    return str(path)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (``cfg.train``) and test (``cfg.test``) a model; returns the logged metrics.
 
     With ``train=false`` the model is rebuilt from ``ckpt_path`` alone (its stored
     architecture), so any checkpoint of ours can be tested on any data config.
 
+    ``ckpt_path`` (see :func:`resolve_checkpoint`) resumes training where that
+    checkpoint left it, with the same result as an uninterrupted run.
+
     Raises:
         ValueError: ``train=false`` without ``ckpt_path``.
+        FileNotFoundError: ``ckpt_path`` names no checkpoint.
     """
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -38,7 +65,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir, cfg.train)
     if cfg.train:
         net_shape = {"num_classes": datamodule.num_classes, "in_channels": datamodule.num_channels}
         net_shape["input_size"] = datamodule.image_size

@@ -86,8 +86,25 @@ def test_multirun_writes_a_summary(tmp_path):
         ["debug=fdr", "model=cnn4"],
         ["debug=fdr", "model=shallow_cnn"],
     ]
-    assert all(0 <= float(r["test_acc"]) <= 1 for r in rows)
+    assert all(0 <= float(r["test_acc"]) <= 1 and 0 <= float(r["val_acc_best"]) <= 1 for r in rows)
     assert (tmp_path / "0" / "metrics.json").exists() and (tmp_path / "1" / "metrics.json").exists()
+
+
+def test_fold_summary_groups_the_folds_of_each_configuration():
+    from fer.sweep import fold_summary
+
+    rows = [
+        {"overrides": f"model={m} data.images.fold={k}", "val_acc_best": None, "test_acc": acc, "test_macro_f1": 0.5}
+        for m, accs in (("a", (0.8, 0.9, 1.0)), ("b", (0.5, 0.7)))
+        for k, acc in enumerate(accs)
+    ] + [{"overrides": "model=c", "val_acc_best": 0.1, "test_acc": 0.2, "test_macro_f1": 0.3}]
+    summary = {row["overrides"]: row for row in fold_summary(rows)}
+    assert set(summary) == {"model=a", "model=b"}  # model=c is no cross-validation
+    assert summary["model=a"]["folds"] == 3
+    assert summary["model=a"]["test_acc_mean"] == pytest.approx(0.9)
+    assert summary["model=a"]["test_acc_std"] == pytest.approx(0.1)  # sample std
+    assert summary["model=b"]["test_acc_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert summary["model=b"]["val_acc_best_mean"] is None
 
 
 def test_optuna_sweep_of_two_trials(tmp_path):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorDataset, WeightedRandomSampler
 
 from fer.data.fer2013 import CLASS_NAMES, FER2013, USAGES, load_fer2013
 from fer.data.transforms import FER2013_MEAN, FER2013_STD, BatchAugment, preprocess
+
+
+def _global_seed() -> int:
+    """The seed :func:`pytorch_lightning.seed_everything` recorded (0 if none)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -89,18 +95,30 @@ class InMemoryDataModule(pl.LightningDataModule):
         counts = self.class_counts.float()
         return torch.where(counts > 0, counts.sum() / (counts.count_nonzero() * counts), 0.0)
 
+    def _train_sampler(self, dataset: TensorDataset) -> Sampler:
+        """The training order: a permutation seeded by the run's seed and the epoch.
+
+        The same permutation for one process as for ``n`` DDP processes, dealt round-robin
+        (so ``n`` processes with batch ``b`` see the batches of one process with ``n * b``),
+        and the same order after a resume as in an uninterrupted run (with ``balance="sampler"``
+        the draws are seeded once, not per epoch). The seed is the run's, see :func:`_global_seed`.
+        """
+        seed = _global_seed()
+        if self.balance == "sampler":  # Lightning spreads it over DDP processes itself
+            weights = self._inverse_frequency()[dataset.tensors[1]]
+            generator = torch.Generator().manual_seed(seed)
+            return WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         dataset = self.splits[split]
-        sampler = None
-        if train and self.balance == "sampler":
-            labels = dataset.tensors[1]
-            weights = self._inverse_frequency()[labels]
-            sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
+            sampler=self._train_sampler(dataset) if train else None,
+            # its own generator: making an iterator must not draw from the global one
+            generator=torch.Generator().manual_seed(_global_seed()),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
