@@ -28,7 +28,8 @@ _FOLD = re.compile(r"(^|\s)(\S*\.)?fold=\S+")
 def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per job dir of a sweep: its overrides, test accuracy, macro-F1 and best val accuracy."""
     rows = []
-    for job in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir()), key=lambda p: (len(p.name), p.name)):
+    jobs = (p for p in Path(sweep_dir).iterdir() if p.is_dir() and not p.name.startswith("."))  # not .submitit
+    for job in sorted(jobs, key=lambda p: (len(p.name), p.name)):
         overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
         metrics_file = job / "metrics.json"

@@ -76,8 +76,9 @@ def test_multirun_writes_a_summary(tmp_path):
 
     from tests.conftest import ROOT
 
+    # through hydra-submitit-launcher's local executor: the SLURM launcher's code path, minus SLURM
     cmd = [sys.executable, "train.py", "-m", "debug=fdr", "model=cnn4,shallow_cnn", f"hydra.sweep.dir={tmp_path}"]
-    cmd.append("callbacks.rich_progress_bar=null")
+    cmd += ["callbacks.rich_progress_bar=null", "hydra/launcher=submitit_local"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     with (tmp_path / "summary.csv").open() as f:
@@ -88,6 +89,7 @@ def test_multirun_writes_a_summary(tmp_path):
     ]
     assert all(0 <= float(r["test_acc"]) <= 1 and 0 <= float(r["val_acc_best"]) <= 1 for r in rows)
     assert (tmp_path / "0" / "metrics.json").exists() and (tmp_path / "1" / "metrics.json").exists()
+    assert (tmp_path / ".submitit").is_dir()
 
 
 def test_fold_summary_groups_the_folds_of_each_configuration():
