@@ -4,6 +4,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from fer.utils import register_resolvers
 
@@ -57,7 +58,8 @@ def test_slurm_ddp_launcher_asks_one_task_per_gpu_on_every_node():
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_compose(experiment):
     cfg = _compose(f"experiment={experiment}", "paths.root_dir=.", "paths.output_dir=.")
-    assert cfg.data.path is not None  # the real data set, not the embedded sample
+    # the real data sets of ../shared/data, never the embedded sample
+    assert "../shared/data/" in OmegaConf.to_yaml(cfg.data, resolve=True)
 
 
 def test_typos_fail_with_hydras_error():
