@@ -1,9 +1,11 @@
 """train.py end to end, as a user runs it, on the FER-2013 sample shipped in the package."""
 
+import contextlib
 import json
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tests.conftest import run_train
 
@@ -34,16 +36,24 @@ def test_run_writes_checkpoints_report_and_tensorboard(short_run):
     assert sum(sum(row) for row in report["confusion_matrix"]) == 128
     assert 0 <= report["macro_f1"] <= report["accuracy"] * 7
 
-    scalars, images = {}, set()
+    scalars, images, hparams = {}, set(), {}
     for events in (short_run / "tensorboard").glob("events.out.tfevents.*"):
         tb = EventAccumulator(str(events))
         tb.Reload()
         scalars.update({tag: tb.Scalars(tag) for tag in tb.Tags()["scalars"]})
         images |= set(tb.Tags()["images"])
+        with contextlib.suppress(KeyError):  # only the file Lightning wrote the HPARAMS records into
+            hparams.update(tb.PluginTagToContent("hparams"))
     for tag in ("val/acc", "val/acc_best", "val/f1", "train/loss", "test/acc", "lr-AdamW"):
         assert tag in scalars, tag
     assert len(scalars["val/acc"]) == 2  # one a validation epoch
     assert {"val/confusion_matrix", "val/samples", "test/confusion_matrix"} <= images
+    # the HPARAMS tab compares runs by their config against val/acc_best and test/acc
+    experiment = HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/acc_best", "test/acc"]
+    session = HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["seed"].number_value == 7
+    assert session.hparams["model/optimizer/lr"].number_value == 1e-3
 
 
 def test_same_seed_same_metrics(short_run, tmp_path):
