@@ -40,18 +40,20 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     same = ["model=cnn4", "trainer.max_epochs=3", "seed=11"]
     same += ["+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
-    start = time.monotonic()
     run_train(tmp_path / "whole", *same)
-    epoch_time = (time.monotonic() - start) / 3
 
     killed = tmp_path / "killed"
     cmd = [sys.executable, "train.py", f"hydra.run.dir={killed}", "callbacks.rich_progress_bar=null", *same]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        last = killed / "checkpoints" / "last.ckpt"
-        while not last.exists() and proc.poll() is None:
-            time.sleep(0.1)
-        time.sleep(epoch_time / 2)  # into the second epoch
+        last, saved = killed / "checkpoints" / "last.ckpt", []  # times last.ckpt was written
+        while len(saved) < 2 and proc.poll() is None:
+            stamp = last.stat().st_mtime if last.exists() else None
+            if stamp is not None and (not saved or stamp > saved[-1] + 0.5):  # a new save, not the same one
+                saved.append(stamp)
+            time.sleep(0.05)
+        if len(saved) == 2:  # after epochs 1 and 2: halfway through the third and last epoch
+            time.sleep((saved[1] - saved[0]) / 2)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
