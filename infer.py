@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from fer.infer import run
-from fer.recognizer import EmotionRecognizer
+from fer.inference.loop import run
+from fer.inference.recognizer import EmotionRecognizer
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")

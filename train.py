@@ -3,8 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from fer.train import train
-from fer.utils import register_resolvers
+from fer.training.run import register_resolvers, train
 
 register_resolvers()
 

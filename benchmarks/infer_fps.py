@@ -18,8 +18,8 @@ from pathlib import Path
 
 import cv2
 
-from fer.infer import draw
-from fer.recognizer import EmotionRecognizer
+from fer.inference.outputs import draw
+from fer.inference.recognizer import EmotionRecognizer
 
 FER_PACKAGE_FPS = 1000 / 44
 

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torchvision import datasets, transforms
 
 from fer.data import FER2013DataModule, load_fer2013
-from fer.data.transforms import FER2013_MEAN, FER2013_STD
+from fer.device import fast_precision
+from fer.face.crops import FER2013_MEAN, FER2013_STD
 from fer.models import deep_cnn
-from fer.module import EmotionClassifier
-from fer.utils import fast_precision
+from fer.training.module import EmotionClassifier
 
 BATCH = 64
 

@@ -36,3 +36,23 @@ def run_infer(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     if result.returncode != 0:
         raise AssertionError(f"infer.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+@pytest.fixture
+def train_config(tmp_path):
+    """``train.py``'s config as Hydra composes it, for in-process :func:`fer.training.run.train` runs.
+
+    Call it with overrides; outputs go to ``tmp_path / "run"``, no progress bar.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from fer.training.run import register_resolvers
+
+    register_resolvers()
+
+    def make(*overrides: str):
+        fixed = [f"paths.root_dir={ROOT}", f"paths.output_dir={tmp_path / 'run'}", "callbacks.rich_progress_bar=null"]
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            return compose("train", overrides=[*fixed, *overrides])
+
+    return make

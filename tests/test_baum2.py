@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from fer.data.baum2 import BAUM2DataModule, extract_face_frames, fixed_length, load_clip, read_baum2
-from fer.detection import HaarDetector
-from fer.infer import run
+from fer.face.detection import HaarDetector
+from fer.inference.loop import run
+from fer.inference.recognizer import EmotionRecognizer
 from fer.models import C3D, CNNLSTM
-from fer.recognizer import EmotionRecognizer
 from tests.conftest import DATA, need, run_train
 
 BAUM2 = DATA / "baum2" / "Extracted"
@@ -56,7 +56,9 @@ def test_splits_are_subject_independent_and_augment_clips_as_a_whole():
     )
 
 
-@pytest.mark.parametrize("net", [C3D(num_classes=8), CNNLSTM({"_target_": "fer.models.shallow_cnn"}, num_classes=8)])
+@pytest.mark.parametrize(
+    "net", [C3D(num_classes=8, clip_length=16), CNNLSTM({"_target_": "fer.models.shallow_cnn"}, 8, clip_length=12)]
+)
 @pytest.mark.parametrize("length", [12, 16])
 def test_clip_models_shapes_and_backward(net, length):
     x = torch.randn(2, length, 1, 48, 48)
@@ -67,9 +69,12 @@ def test_clip_models_shapes_and_backward(net, length):
 
 
 def test_cnn_lstm_from_an_image_checkpoint_frozen():
-    from fer.recognizer import SHIPPED_CHECKPOINT
+    from fer.checkpoint import SHIPPED_CHECKPOINT, pretrained_frames
 
-    net = CNNLSTM(None, num_classes=8, pretrained=str(SHIPPED_CHECKPOINT), freeze=True)
+    config, weights = pretrained_frames(SHIPPED_CHECKPOINT)
+    net = CNNLSTM(config, num_classes=8, clip_length=4, drop_frame_classifier=True, freeze=True)
+    missing, unexpected = net.frame_net.load_state_dict(weights, strict=False)
+    assert not missing and unexpected == ["classifier.3.weight", "classifier.3.bias"]  # the class layer
     assert all(not p.requires_grad for p in net.frame_net.parameters())
     assert net.lstm.input_size == 512  # the deep CNN's last hidden width
     assert net(torch.randn(1, 4, 1, 48, 48)).shape == (1, 8)

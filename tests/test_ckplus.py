@@ -94,7 +94,7 @@ def test_ckplus48_export():
 def test_face_crops_are_cached(tmp_path):
     sequence = read_ckplus(need(SEQUENCE))[0]
     paths = sequence.frames[-3:]  # 720x480 colour frames of the complete sequence
-    from fer.detection import HaarDetector
+    from fer.face.detection import HaarDetector
 
     first, no_face = load_faces(paths, 64, HaarDetector(), cache_dir=tmp_path)
     assert first.shape == (3, 1, 64, 64) and no_face == 0

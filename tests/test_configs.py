@@ -6,7 +6,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fer.utils import register_resolvers
+from fer.training.run import build_model, register_resolvers
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
@@ -22,18 +22,45 @@ def _compose(*overrides: str):
 
 
 CLIP_DATA, CLIP_MODELS = {"baum2"}, {"c3d", "cnn_lstm"}
-PAIRS = [(d, m) for d in DATA for m in MODELS if (d in CLIP_DATA) == (m in CLIP_MODELS)]
+FEATURE_DATA, FEATURE_MODELS = {d for d in DATA if d.endswith("_landmarks")}, {"landmark_mlp"}
+
+
+def _fits(data: str, model: str) -> bool:
+    return (data in CLIP_DATA) == (model in CLIP_MODELS) and (data in FEATURE_DATA) == (model in FEATURE_MODELS)
+
+
+PAIRS = [(d, m) for d in DATA for m in MODELS if _fits(d, m)]
+MISFITS = [("fer2013", "c3d"), ("baum2", "deep_cnn"), ("fer2013_landmarks", "deep_cnn"), ("fer2013", "landmark_mlp")]
 
 
 @pytest.mark.parametrize(("data", "model"), PAIRS)
 def test_every_data_and_model_config_composes_and_builds(data, model):
     cfg = _compose(f"data={data}", f"model={model}", "paths.root_dir=.", "paths.output_dir=.")
     dm = instantiate(cfg.data, _convert_="all")
-    net_shape = {"num_classes": dm.num_classes, "in_channels": dm.num_channels, "input_size": dm.image_size}
-    module = instantiate(cfg.model, net=net_shape, class_names=list(dm.class_names))
+    module = build_model(cfg, dm)
+    assert module.hparams.net["num_classes"] == dm.num_classes
+    assert module.hparams.net.items() >= dm.input_spec.items()  # the network was built for the data's inputs
+    # channels-last exactly where the network has 2-D convolutions
+    assert module.hparams.channels_last == (model not in ("landmark_mlp", "c3d"))
     assert module.num_classes == len(dm.class_names) in (7, 8)  # 8: with neutral and contempt
     optim = module.configure_optimizers()
     assert optim["optimizer"].param_groups[0]["lr"] == cfg.model.optimizer.lr
+
+
+@pytest.mark.parametrize(("data", "model"), MISFITS)
+def test_a_network_that_does_not_take_the_datas_inputs_is_refused(data, model):
+    cfg = _compose(f"data={data}", f"model={model}", "paths.root_dir=.", "paths.output_dir=.")
+    with pytest.raises(
+        Exception,
+        match=r"(unexpected keyword argument|required keyword-only argument)\W+(clip_length|in_features|in_channels)",
+    ):
+        build_model(cfg, instantiate(cfg.data, _convert_="all"))
+
+
+def test_augment_is_a_group():
+    assert _compose("data/augment=none").data.augment.rotation == 0
+    assert _compose("data=baum2", "paths.root_dir=.").data.augment == {**_compose().data.augment, "erase": 0.0}
+    assert _compose("data.augment=null").data.augment is None
 
 
 TRAINERS = sorted(f"trainer={p.stem}" for p in (CONF / "trainer").glob("*.yaml"))

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer.detection import FaceAlignmentDetector, HaarDetector, face_alignment_cache, make_detector
-from fer.infer import run
-from fer.recognizer import CheckpointError, EmotionRecognizer, load_classifier
+from fer.checkpoint import CheckpointError, load_classifier
+from fer.face.detection import FaceAlignmentDetector, HaarDetector, face_alignment_cache, make_detector
+from fer.inference.loop import run
+from fer.inference.recognizer import EmotionRecognizer
 from tests.conftest import DATA, ROOT, need, run_infer
 
 PHOTOS, VIDEOS = DATA / "photos", DATA / "videos"

@@ -7,8 +7,8 @@ import torch
 
 from fer.data.ckplus import CKPlusDataModule
 from fer.data.landmark_features import LandmarkFeatureDataModule
-from fer.detection import HaarDetector
-from fer.landmarks import (
+from fer.face.detection import HaarDetector
+from fer.face.landmarks import (
     NUM_PAIRS,
     DlibLandmarks,
     eye_aligned_crop,

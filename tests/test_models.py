@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer.data.transforms import BatchAugment, preprocess
+from fer.data.transforms import BatchAugment
+from fer.face.crops import preprocess
 from fer.models import CNN4, DeXpression, deep_cnn, shallow_cnn
-from fer.module import EmotionClassifier
+from fer.training.module import EmotionClassifier
 
 MODELS = {"cnn4": CNN4, "shallow_cnn": shallow_cnn, "deep_cnn": deep_cnn, "dexpression": DeXpression}
 

@@ -103,7 +103,7 @@ def test_multirun_writes_a_summary(tmp_path):
 
 
 def test_fold_summary_groups_the_folds_of_each_configuration():
-    from fer.sweep import fold_summary
+    from fer.training.sweep import fold_summary
 
     rows = [
         {"overrides": f"model={m} data.images.fold={k}", "val_acc_best": None, "test_acc": acc, "test_macro_f1": 0.5}

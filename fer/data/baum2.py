@@ -3,12 +3,11 @@
 Extracted layout (the seed "Facial Emotion Recognition", IIT Kanpur)::
 
     S###/###/frames/{0..15}.jpg   up to 16 face frames evenly sampled over the clip
-    S###/###/emotion.txt          one CK+ code 0-7 (see :data:`fer.data.ckplus.CKPLUS_CODES`)
+    S###/###/emotion.txt          one CK+ code 0-7 (see :data:`fer.data.labels.CKPLUS_CODES`)
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,11 @@ import cv2
 import numpy as np
 import torch
 
-from fer.data.ckplus import CKPLUS_CODES, common_name, subject_folds
-from fer.data.datamodule import InMemoryDataModule
-from fer.data.transforms import crop_faces, preprocess
-from fer.detection import detect_scaled
+from fer.data.base import InMemoryDataModule, cache_key
+from fer.data.labels import CKPLUS_CODES, common_name, read_emotion_code
+from fer.data.splits import check_fold, masks, subject_splits
+from fer.face.crops import crop_faces, largest_box, preprocess
+from fer.face.detection import detect_scaled
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,7 @@ def read_baum2(root: str | Path) -> list[Clip]:
     root = Path(root)
     clips = []
     for label_file in sorted(root.glob("S*/*/emotion.txt")):
-        text = label_file.read_text().strip()
-        try:
-            code = int(float(text))
-        except ValueError:
-            raise ValueError(f"{label_file}: expected one emotion code 0-7, found {text!r}") from None
-        if not 0 <= code < len(CKPLUS_CODES):
-            raise ValueError(f"{label_file}: emotion code {code} is not one of 0-7")
+        code = read_emotion_code(label_file)
         frames = sorted((label_file.parent / "frames").glob("*.jpg"), key=lambda p: int(p.stem))
         if frames:
             clips.append(Clip(label_file.parent.parent.name, label_file.parent.name, frames, code))
@@ -103,7 +97,7 @@ def extract_face_frames(
     The seed's extraction step (``-n 16``): frames are read at evenly spaced positions,
     the largest face of each is found by ``detector`` (in a copy shrunk by
     ``detect_scale``, as ``infer.py`` does for video) and cropped with the same
-    :func:`~fer.data.transforms.crop_faces` as images. Frames without a face are left
+    :func:`~fer.face.crops.crop_faces` as images. Frames without a face are left
     out, so ``n <= num_frames``; a video without any face gives ``n = 0``. Results are
     cached in ``cache_dir`` keyed by the video's path, size and modification time.
 
@@ -114,8 +108,8 @@ def extract_face_frames(
     if not video.exists():
         raise FileNotFoundError(f"video not found: {video}")
     stat = video.stat()
-    key = hashlib.sha1(f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{num_frames}|{size}".encode())
-    cache = Path(cache_dir) / f"clip_{key.hexdigest()[:16]}.pt" if cache_dir else None
+    key = cache_key(str(video.resolve()), stat.st_size, stat.st_mtime_ns, num_frames, size, margin, detect_scale)
+    cache = Path(cache_dir) / f"clip_{key}.pt" if cache_dir else None
     if cache is not None and cache.exists():
         return torch.load(cache)
     capture = cv2.VideoCapture(str(video))
@@ -130,7 +124,7 @@ def extract_face_frames(
         grey = cv2.cvtColor(frames[k], cv2.COLOR_BGR2GRAY)
         found = detect_scaled(detector, frames[k], detect_scale)
         if found:
-            box = max((d.box for d in found), key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+            box = largest_box([d.box for d in found])
             crops.append(crop_faces(grey, [box], size, margin)[0])
     clip = torch.stack(crops) if crops else torch.zeros((0, 1, size, size), dtype=torch.uint8)
     if cache is not None:
@@ -167,26 +161,23 @@ class BAUM2DataModule(InMemoryDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0 <= fold < num_folds:
-            raise ValueError(f"fold must be in 0..{num_folds - 1}, not {fold}")
+        check_fold(fold, num_folds)
         self.path, self.clip_length, self.grey = Path(path), clip_length, grey
         self.num_folds, self.fold, self.seed = num_folds, fold, seed
         self.num_channels = 1 if grey else 3
         self.subjects: dict[str, list[str]] = {}
 
+    @property
+    def input_spec(self) -> dict[str, int]:
+        return {**super().input_spec, "clip_length": self.clip_length}
+
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         clips = read_baum2(self.path)
-        folds = subject_folds([c.subject for c in clips], self.num_folds, self.seed)
-        test, val = folds[self.fold], folds[(self.fold + 1) % self.num_folds]
-        self.subjects = {"test": test, "val": val}
-        self.subjects["train"] = sorted({c.subject for c in clips} - set(test) - set(val))
+        subjects = [c.subject for c in clips]
+        self.subjects = subject_splits(subjects, self.num_folds, self.fold, self.seed)
         videos = torch.stack([load_clip(c.frames, self.clip_length, self.image_size, self.grey) for c in clips])
         labels = torch.tensor([c.code for c in clips])
-        splits = {}
-        for split, members in self.subjects.items():
-            mask = torch.tensor([c.subject in set(members) for c in clips])
-            splits[split] = (videos[mask], labels[mask])
-        return splits
+        return {split: (videos[mask], labels[mask]) for split, mask in masks(subjects, self.subjects).items()}
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         clips, labels = batch

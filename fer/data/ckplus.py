@@ -6,16 +6,14 @@ Original layout::
                                                          neutral (first) to apex (last)
     Emotion/S###/###/S###_###_########_emotion.txt      one code for 327 of 593 sequences
 
-Codes: 0 neutral, 1 anger, 2 contempt, 3 disgust, 4 fear, 5 happy, 6 sadness, 7 surprise.
-Labels are carried by *name*, in FER-2013's vocabulary (anger -> angry, sadness -> sad),
-so data sets combine through names, never codes.
+Codes: see :data:`fer.data.labels.CKPLUS_CODES`. Labels are carried by *name*, in
+FER-2013's vocabulary (anger -> angry, sadness -> sad), so data sets combine through
+names, never codes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,21 +25,15 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from fer.data.datamodule import InMemoryDataModule
-from fer.data.transforms import crop_faces
+from fer.data.base import InMemoryDataModule, cache_key
+from fer.data.labels import CKPLUS_CODES, common_name, read_emotion_code
+from fer.data.splits import check_fold, masks, subject_splits
+from fer.face.crops import crop_faces, largest_box
+from fer.face.detection import make_detector
 
 log = logging.getLogger(__name__)
 
-#: CK+ emotion codes 0-7 as CK+ names them.
-CKPLUS_CODES = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
-#: CK+ names -> the shared vocabulary (FER-2013's spelling, plus contempt).
-TO_COMMON_NAME = {"anger": "angry", "sadness": "sad"}
 _FRAME = re.compile(r"(S\d+)_(\d+)_(\d+)\.png$")
-
-
-def common_name(ckplus_name: str) -> str:
-    """``"anger"`` -> ``"angry"``, ``"sadness"`` -> ``"sad"``; other names unchanged."""
-    return TO_COMMON_NAME.get(ckplus_name, ckplus_name)
 
 
 @dataclass
@@ -85,13 +77,7 @@ def read_ckplus(root: str | Path) -> list[CKPlusSequence]:
             continue
         code = None
         for label_file in (root / "Emotion" / folder.parent.name / folder.name).glob("*_emotion.txt"):
-            text = label_file.read_text().strip()
-            try:
-                code = int(float(text))
-            except ValueError:
-                raise ValueError(f"{label_file}: expected one emotion code, found {text!r}") from None
-            if not 0 <= code < len(CKPLUS_CODES) or code != float(text):
-                raise ValueError(f"{label_file}: emotion code {text!r} is not one of 0-7")
+            code = read_emotion_code(label_file)
         sequences.append(CKPlusSequence(folder.parent.name, folder.name, frames, code))
     return sequences
 
@@ -136,32 +122,19 @@ def read_ckplus48(root: str | Path) -> list[tuple[Path, str, str]]:
     return items
 
 
-def shuffled_subjects(subjects: Sequence[str], seed: int = 0) -> list[str]:
-    """The distinct subjects in a seeded random order."""
-    unique = sorted(set(subjects))
-    random.Random(seed).shuffle(unique)
-    return unique
-
-
-def subject_folds(subjects: Sequence[str], num_folds: int, seed: int = 0) -> list[list[str]]:
-    """Subjects dealt into ``num_folds`` disjoint folds after a seeded shuffle."""
-    order = shuffled_subjects(subjects, seed)
-    return [sorted(order[k::num_folds]) for k in range(num_folds)]
-
-
 def load_faces(
     paths: Sequence[Path], size: int, detector: Any = None, margin: float = 0.1, cache_dir: str | Path | None = None
 ) -> tuple[torch.Tensor, int]:
     """Grey face crops ``uint8 (N, 1, size, size)`` of image files, and how many had no face found.
 
     Each image's largest detected face is cropped with
-    :func:`~fer.data.transforms.crop_faces`; where ``detector`` is ``None`` or finds
+    :func:`~fer.face.crops.crop_faces`; where ``detector`` is ``None`` or finds
     nothing (already-cropped faces), the whole image is the face. Results are cached in
     ``cache_dir`` under a key of the file list, detector, size and margin, so the
     detection runs once.
     """
     name = type(detector).__name__ if detector is not None else "none"
-    key = hashlib.sha1("\n".join([*map(str, paths), name, str(size), str(margin)]).encode()).hexdigest()[:16]
+    key = cache_key([str(p) for p in paths], name, size, margin)
     cache = Path(cache_dir) / f"faces_{name}_{size}_{key}.pt" if cache_dir else None
     if cache is not None and cache.exists():
         stored = torch.load(cache)
@@ -173,7 +146,7 @@ def load_faces(
             raise ValueError(f"{path}: not a readable image")
         found = detector(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)) if detector is not None else []
         if found:
-            box = max((d.box for d in found), key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+            box = largest_box([d.box for d in found])
         else:
             no_face += detector is not None
             box = np.array([0, 0, image.shape[1], image.shape[0]], dtype=np.float32)
@@ -202,7 +175,7 @@ class CKPlusDataModule(InMemoryDataModule):
             ``None`` for images that are face crops already.
         crop_size: side of the cached crops in pixels (``image_size`` resizes them).
         cache_dir: where face crops are cached (``None``: no cache).
-        **kwargs: see :class:`~fer.data.datamodule.InMemoryDataModule`.
+        **kwargs: see :class:`~fer.data.base.InMemoryDataModule`.
     """
 
     def __init__(
@@ -221,8 +194,8 @@ class CKPlusDataModule(InMemoryDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not 0 <= fold < num_folds:
-            raise ValueError(f"fold must be in 0..{num_folds - 1}, not {fold}")
+        if not holdout:
+            check_fold(fold, num_folds)
         self.path = Path(path)
         names = ["neutral"] * neutral + [common_name(c) for c in CKPLUS_CODES[1:] if contempt or c != "contempt"]
         self.class_names = tuple(names)
@@ -238,28 +211,13 @@ class CKPlusDataModule(InMemoryDataModule):
         return [item for item in read_ckplus48(self.path) if item[1] in self.class_names]
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        from fer.detection import make_detector
-
         h = self.hparams
         items = self.items()
         subjects = [s for _, _, s in items]
-        if h.holdout:
-            rest = [s for s in shuffled_subjects(subjects, h.seed) if s not in set(h.holdout)]
-            split_subjects = {"test": list(h.holdout), "val": rest[: len(h.holdout)]}
-        else:
-            folds = subject_folds(subjects, h.num_folds, h.seed)
-            split_subjects = {"test": folds[h.fold], "val": folds[(h.fold + 1) % h.num_folds]}
-        taken = set(split_subjects["test"]) | set(split_subjects["val"])
-        split_subjects["train"] = sorted(set(subjects) - taken)
-        self.subjects = split_subjects
-
+        self.subjects = subject_splits(subjects, h.num_folds, h.fold, h.seed, h.holdout)
         detector = make_detector(h.detector) if h.detector else None
         images, no_face = load_faces([p for p, _, _ in items], h.crop_size, detector, cache_dir=h.cache_dir)
         if no_face:
             log.info("%s: no face found in %d of %d images; the whole image was used", self.path, no_face, len(items))
         labels = torch.tensor([self.class_names.index(name) for _, name, _ in items])
-        splits = {}
-        for split, members in split_subjects.items():
-            mask = torch.tensor([s in set(members) for s in subjects], dtype=torch.bool)
-            splits[split] = (images[mask], labels[mask])
-        return splits
+        return {split: (images[mask], labels[mask]) for split, mask in masks(subjects, self.subjects).items()}

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fer.data.datamodule import InMemoryDataModule
+from fer.data.base import InMemoryDataModule
 
 log = logging.getLogger(__name__)
 

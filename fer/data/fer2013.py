@@ -16,10 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
+
+from fer.data.base import InMemoryDataModule
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +198,38 @@ def _load_folder(root: Path, on_bad_row: str) -> FER2013:
         raise FER2013FormatError(f"{root}: no images under train/<class>/ or test/<class>/")
     stacked = np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     return FER2013(torch.from_numpy(stacked), torch.tensor(labels, dtype=torch.int64), torch.tensor(usage), skipped)
+
+
+class FER2013DataModule(InMemoryDataModule):
+    """FER-2013 with Training -> train, PublicTest -> val, PrivateTest -> test.
+
+    The whole set stays in memory as one ``uint8`` tensor (35,887 x 48 x 48, about 83 MB).
+
+    Args:
+        path: official CSV (``.csv`` or ``.csv.gz``) or image-folder export; ``None``
+            uses the real sample shipped with the package.
+        on_bad_row: ``"error"`` or ``"skip"``, see :func:`~fer.data.fer2013.load_fer2013`.
+        **kwargs: see :class:`InMemoryDataModule` (``image_size`` 48 is FER-2013's own).
+    """
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    def __init__(self, path: str | None = None, on_bad_row: str = "error", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path, self.on_bad_row = path, on_bad_row
+        self.data: FER2013 | None = None
+
+    def prepare_data(self) -> None:
+        if self.path is not None and not Path(self.path).expanduser().exists():
+            raise FileNotFoundError(
+                f"FER-2013 not found at {self.path}. Put the official fer2013.csv (or .csv.gz) "
+                "there, or set data.path to it or to an image-folder export."
+            )
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        self.data = load_fer2013(self.path, self.on_bad_row)
+        splits = {}
+        for name, usage in zip(("train", "val", "test"), USAGES, strict=True):
+            images, labels = self.data.split(usage)
+            splits[name] = (images.unsqueeze(1), labels)
+        return splits

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fer.data.datamodule import InMemoryDataModule
-from fer.landmarks import landmarks_of_crops, make_landmarker, pairwise_distances
+from fer.data.base import InMemoryDataModule, cache_key
+from fer.face.landmarks import NUM_PAIRS, landmarks_of_crops, make_landmarker, pairwise_distances
 
 
 class LandmarkFeatureDataModule(InMemoryDataModule):
@@ -45,6 +44,10 @@ class LandmarkFeatureDataModule(InMemoryDataModule):
         self.feature_mean: torch.Tensor | None = None
         self.feature_std: torch.Tensor | None = None
 
+    @property
+    def input_spec(self) -> dict[str, int]:
+        return {"in_features": NUM_PAIRS}
+
     def prepare_data(self) -> None:
         self.images.prepare_data()
 
@@ -53,7 +56,7 @@ class LandmarkFeatureDataModule(InMemoryDataModule):
             return None
         skip = {"batch_size", "num_workers", "augment", "balance"}
         settings = {k: v for k, v in self.images.hparams.items() if k not in skip}
-        key = hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:12]
+        key = cache_key(sorted(settings.items()))
         name = type(self.images).__name__.removesuffix("DataModule").lower()
         return Path(self.cache_dir) / f"landmarks_{name}_{key}_{self.backend}_{split}.npz"
 

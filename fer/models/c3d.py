@@ -33,7 +33,7 @@ class C3D(nn.Module):
         num_classes: outputs.
         in_channels: 1 (grey) or 3.
         input_size: frame side (48; 112 as in the original).
-        clip_length: frames ``T`` (16).
+        clip_length: frames ``T`` (16 in the original).
         width: channels of the first block (doubling per block, capped at 8x).
         dropout: before each FC layer.
     """
@@ -43,7 +43,8 @@ class C3D(nn.Module):
         num_classes: int = 7,
         in_channels: int = 1,
         input_size: int = 48,
-        clip_length: int = 16,
+        *,
+        clip_length: int,
         width: int = 32,
         dropout: float = 0.5,
     ) -> None:

@@ -18,19 +18,22 @@ class CNNLSTM(nn.Module):
     """``(B, T, C, H, W)`` float clips -> ``(B, num_classes)`` logits.
 
     Args:
-        frame_net: any of our image networks (module or Hydra config). Its last
-            ``nn.Linear`` becomes the frame embedding: kept as a ``feature_size``-wide
-            layer when trained from scratch, or dropped (``nn.Identity``) when
-            ``pretrained`` gives it image weights.
+        frame_net: an image network (module, or its config with a ``fer.models`` target).
+            Its last ``nn.Linear`` gives the frame embedding: from scratch a config is
+            built with ``num_classes=feature_size`` (and the clip's ``in_channels``,
+            ``input_size``); with ``drop_frame_classifier`` the network is an image
+            classifier as it is (a pretrained one, say: ``fer.checkpoint.pretrained_frames``
+            loads its weights) whose class layer is replaced by ``nn.Identity``, so the
+            embedding is that layer's input.
         num_classes: outputs.
-        in_channels, input_size: passed to ``frame_net`` when it is a config.
-        feature_size: frame embedding width when trained from scratch.
-        hidden_size, num_layers: the LSTM's.
-        pretrained: a train.py checkpoint of the same image network to start from.
-        freeze: keep the frame network's weights fixed.
-        dropout: before the classifier.
+        in_channels, input_size: frame channels and side, for a ``frame_net`` config.
         clip_length: frames per clip in training; ``infer.py`` classifies each face over
             a sliding window of this many frames.
+        feature_size: frame embedding width when trained from scratch.
+        hidden_size, num_layers: the LSTM's.
+        drop_frame_classifier: see ``frame_net``.
+        freeze: keep the frame network's weights fixed.
+        dropout: before the classifier.
     """
 
     def __init__(
@@ -39,27 +42,27 @@ class CNNLSTM(nn.Module):
         num_classes: int = 7,
         in_channels: int = 1,
         input_size: int = 48,
+        *,
+        clip_length: int,
         feature_size: int = 256,
         hidden_size: int = 128,
         num_layers: int = 1,
-        pretrained: str | None = None,
+        drop_frame_classifier: bool = False,
         freeze: bool = False,
         dropout: float = 0.3,
-        clip_length: int = 12,
     ) -> None:
         super().__init__()
         self.clip_length = clip_length
-        if pretrained:
-            from fer.recognizer import load_classifier
-
-            net = load_classifier(pretrained)[0].net
-        elif isinstance(frame_net, nn.Module):
+        if isinstance(frame_net, nn.Module):
             net = frame_net
+        elif drop_frame_classifier:
+            net = instantiate(dict(frame_net))
         else:
-            shape = {"num_classes": feature_size, "in_channels": in_channels, "input_size": input_size}
-            net = instantiate({**frame_net, **shape})
+            net = instantiate(
+                {**frame_net, "num_classes": feature_size, "in_channels": in_channels, "input_size": input_size}
+            )
         last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-        if pretrained:  # the image classes' layer goes; its input is the embedding
+        if drop_frame_classifier:
             _replace(net, last, nn.Identity())
             feature_size = last.in_features
         else:

@@ -1,7 +1,7 @@
 """The landmark ANN of the "Face-Detection-and-Emotion-Recognition" seed, as an MLP.
 
 Input: the 2,278 scale-normalised pairwise distances of the 68 iBUG landmarks
-(:func:`fer.landmarks.pairwise_distances`; the seed fed the full 68x68 matrix, whose
+(see ``fer.face.landmarks.pairwise_distances``; the seed fed the full 68x68 matrix, whose
 other entries are the same distances again or zero).
 """
 
@@ -12,19 +12,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fer.landmarks import NUM_PAIRS
-
 
 class LandmarkMLP(nn.Module):
     """Fully connected layers with batch norm, ReLU and dropout.
 
     Args:
         num_classes: outputs.
-        in_features: feature count (2,278 pairwise distances).
+        in_features: feature count (2,278: the unordered pairs of the 68 iBUG landmarks).
         hidden: widths of the hidden layers.
         dropout: after every hidden layer.
-        in_channels, input_size: accepted and ignored, so every network config gets
-            the same arguments from the data module.
 
     Shapes: ``(B, in_features)`` float -> ``(B, num_classes)`` logits.
     """
@@ -32,11 +28,9 @@ class LandmarkMLP(nn.Module):
     def __init__(
         self,
         num_classes: int = 7,
-        in_features: int = NUM_PAIRS,
+        in_features: int = 68 * 67 // 2,
         hidden: Sequence[int] = (512, 256),
         dropout: float = 0.3,
-        in_channels: int | None = None,
-        input_size: int | None = None,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

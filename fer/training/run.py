@@ -1,4 +1,4 @@
-"""Training and testing driven by a composed Hydra config (see ``conf/train.yaml``)."""
+"""A training run driven by a composed Hydra config (see ``conf/train.yaml``): build, fit, test."""
 
 from __future__ import annotations
 
@@ -10,9 +10,46 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fer.module import EmotionClassifier
+from fer.checkpoint import load_classifier, pretrained_frames, read_checkpoint
+from fer.device import fast_precision
+from fer.training.module import EmotionClassifier
 
 log = logging.getLogger(__name__)
+
+
+def register_resolvers() -> None:
+    """Make ``${fast_precision:cpu}`` usable in configs (see :func:`fer.device.fast_precision`)."""
+    if not OmegaConf.has_resolver("fast_precision"):
+        OmegaConf.register_new_resolver("fast_precision", fast_precision)
+
+
+def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionClassifier:
+    """The :class:`EmotionClassifier` of ``cfg.model`` for ``datamodule``'s inputs and classes.
+
+    The network config gets ``num_classes`` and the data module's ``input_spec``
+    (``in_channels`` and ``input_size``; ``clip_length`` for clips; ``in_features`` for
+    feature vectors). ``model.net.pretrained=PATH`` (CNN-LSTM) is read here, not by the
+    network: the image checkpoint's network config becomes the frame network and its
+    weights are loaded (see :func:`fer.checkpoint.pretrained_frames`).
+
+    Raises:
+        TypeError: the network does not take the data module's inputs (an image network
+            on clips, say). FileNotFoundError, CheckpointError: a bad ``pretrained``.
+    """
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    net = model_cfg["net"]
+    pretrained = net.pop("pretrained", None)
+    frame_weights = None
+    if pretrained:
+        net["frame_net"], frame_weights = pretrained_frames(pretrained)
+        net["drop_frame_classifier"] = True
+    net.update(num_classes=datamodule.num_classes, **datamodule.input_spec)
+    model = instantiate(model_cfg, class_names=list(datamodule.class_names))
+    if frame_weights is not None:
+        missing, _ = model.net.frame_net.load_state_dict(frame_weights, strict=False)  # the dropped class layer
+        if missing:
+            raise RuntimeError(f"{pretrained}: frame weights lack {missing}")
+    return model
 
 
 def _instantiate_all(configs: DictConfig | None) -> list[Any]:
@@ -57,6 +94,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Raises:
         ValueError: ``train=false`` without ``ckpt_path``.
         FileNotFoundError: ``ckpt_path`` names no checkpoint.
+        CheckpointError: ``ckpt_path`` is not a checkpoint of plain data or names a
+            network outside ``fer.models``.
     """
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -67,11 +106,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir, cfg.train)
     if cfg.train:
-        net_shape = {"num_classes": datamodule.num_classes, "in_channels": datamodule.num_channels}
-        net_shape["input_size"] = datamodule.image_size
-        model = instantiate(cfg.model, net=net_shape, class_names=list(datamodule.class_names))
+        model = build_model(cfg, datamodule)
+        if ckpt_path:
+            read_checkpoint(ckpt_path)  # refused here, unrun, if it is not plain data
     elif ckpt_path:
-        model = EmotionClassifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+        model = load_classifier(ckpt_path)[0]
     else:
         raise ValueError("train=false needs ckpt_path=PATH to a checkpoint to test")
 

@@ -184,12 +184,3 @@ def make_detector(name: str = "auto", device: str = "cpu", landmarks: bool = Fal
     if name == "haar":
         return HaarDetector()
     raise ValueError(f"unknown detector {name!r}; use auto, face_alignment, blazeface or haar")
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"cuda"`` when asked for and present (``auto``: when present), else ``"cpu"``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda asked for, but torch sees no CUDA GPU; use device=cpu or auto")
-    return device

@@ -102,5 +102,5 @@ class MultirunSummary(Callback):
             log.info("multirun summary\n%s", text)
 
 
-if __name__ == "__main__":  # python -m fer.sweep SWEEP_DIR: redo the summary of a finished sweep
+if __name__ == "__main__":  # python -m fer.training.sweep SWEEP_DIR: redo the summary of a finished sweep
     print(summarize(sys.argv[1]))

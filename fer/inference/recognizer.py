@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
-from importlib import resources
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from fer.data.transforms import FER2013_MEAN, FER2013_STD, crop_faces, preprocess
-from fer.detection import Detection, FaceDetector, detect_scaled, make_detector, resolve_device
-from fer.module import EmotionClassifier
-
-#: The model shipped with the package (deep CNN trained on FER-2013 by train.py; see MODEL_CARD.md).
-SHIPPED_CHECKPOINT = resources.files("fer") / "weights" / "fer2013_deep_cnn.ckpt"
+from fer.checkpoint import CheckpointError, load_classifier
+from fer.device import resolve_device
+from fer.face.crops import crop_faces, preprocess
+from fer.face.detection import Detection, FaceDetector, detect_scaled, make_detector
+from fer.inference.timing import StageTimes
 
 
 @dataclass
@@ -41,61 +39,6 @@ class Face:
     landmarks: np.ndarray | None = None
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used for recognition; the message says why."""
-
-
-def load_classifier(path: str | Path | None = None, device: str = "cpu") -> tuple[EmotionClassifier, dict]:
-    """An :class:`EmotionClassifier` in eval mode and its input settings from a train.py checkpoint.
-
-    Args:
-        path: checkpoint; ``None`` is the shipped FER-2013 model.
-        device: where to put the model (half precision on CUDA).
-
-    Returns:
-        The model and ``{"image_size", "mean", "std", "channels"}`` of its training data.
-
-    Raises:
-        FileNotFoundError: no such file. CheckpointError: not a checkpoint of ours, or its
-        weights do not fit the architecture it names.
-    """
-    path = Path(str(SHIPPED_CHECKPOINT)) if path is None else Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
-    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if not isinstance(hparams.get("net"), dict) or "class_names" not in hparams:
-        raise CheckpointError(f"{path}: not an EmotionClassifier checkpoint written by train.py (no network config)")
-    try:
-        model = EmotionClassifier(**hparams)
-        model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, TypeError, KeyError) as error:
-        raise CheckpointError(f"{path}: weights do not fit the architecture {hparams['net']}: {error}") from error
-    data = checkpoint.get("datamodule_hyper_parameters", {})
-    settings = {
-        "image_size": data.get("image_size", hparams["net"].get("input_size", 48)),
-        "mean": data.get("mean", FER2013_MEAN),
-        "std": data.get("std", FER2013_STD),
-        "channels": hparams["net"].get("in_channels", 1),
-    }
-    model.eval()
-    size, channels = settings["image_size"], settings["channels"]
-    clip = (model.net.clip_length,) if getattr(model.net, "clip_length", None) else ()
-    with torch.inference_mode():
-        outputs = model(torch.zeros(1, *clip, channels, size, size)).shape[-1]
-    if outputs != model.num_classes:
-        raise CheckpointError(
-            f"{path}: weights do not fit: the network has {outputs} outputs for {model.num_classes} class names"
-        )
-    model = model.to(device)
-    if device.startswith("cuda"):
-        model = model.half()
-    return model, settings
-
-
 @dataclass
 class _Track:
     box: np.ndarray
@@ -111,29 +54,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / max((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter, 1e-6)
 
 
-@dataclass
-class StageTimes:
-    """Wall-clock seconds spent per stage (decode, detect, classify, draw, ...)."""
-
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-    def add(self, stage: str, start: float) -> float:
-        now = time.perf_counter()
-        self.seconds[stage] += now - start
-        self.calls[stage] += 1
-        return now
-
-    def summary(self) -> str:
-        return ", ".join(f"{s} {1000 * t / max(self.calls[s], 1):.1f} ms" for s, t in self.seconds.items())
-
-
 class EmotionRecognizer:
     """Faces and their expressions in BGR frames.
 
     Args:
-        ckpt_path: a train.py checkpoint; ``None`` is the shipped FER-2013 model.
-        detector: a name for :func:`~fer.detection.make_detector` or a detector object.
+        ckpt_path: a train.py checkpoint of an image or clip model; ``None`` is the
+            shipped FER-2013 model.
+        detector: a name for :func:`~fer.face.detection.make_detector` or a detector object.
         device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
         detect_scale: video frames are shrunk by this factor for detection only (single
             images are searched at full resolution).
@@ -141,9 +68,13 @@ class EmotionRecognizer:
             keep their tracked boxes and are classified again.
         smoothing: EMA factor of each tracked face's probabilities across frames
             (0: none; 0.6: the new frame counts 40 %).
-        margin: crop margin, see :func:`~fer.data.transforms.crop_faces`.
+        margin: crop margin, see :func:`~fer.face.crops.crop_faces`.
         landmarks: ask the detector for 68 landmarks (face-alignment only).
         max_age: frames a track survives without a matching detection.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see :func:`fer.checkpoint.load_classifier`; also
+        a model of landmark features, which face crops cannot feed.
     """
 
     def __init__(
@@ -159,7 +90,15 @@ class EmotionRecognizer:
         max_age: int = 5,
     ) -> None:
         self.device = resolve_device(device)
-        self.model, self.settings = load_classifier(ckpt_path, self.device)
+        model, self.settings = load_classifier(ckpt_path)
+        if self.settings["kind"] == "features":
+            raise CheckpointError(
+                f"{ckpt_path}: this model classifies {self.settings['in_features']} landmark distances "
+                "(data=*_landmarks), not face crops; give infer.py an image or clip model"
+            )
+        self.model = model.to(self.device)
+        if self.device.startswith("cuda"):
+            self.model = self.model.half()
         self.class_names = self.model.class_names
         if isinstance(detector, str):
             detector = make_detector(detector, self.device, landmarks)

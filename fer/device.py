@@ -1,11 +1,10 @@
-"""Small helpers shared by the entry points."""
+"""Where to compute: the device for inference and the fastest precision for training."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 
 def fast_precision(accelerator: str = "cpu") -> str:
@@ -25,7 +24,14 @@ def fast_precision(accelerator: str = "cpu") -> str:
     return "bf16-mixed" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "32-true"
 
 
-def register_resolvers() -> None:
-    """Make ``${fast_precision:cpu}`` usable in configs."""
-    if not OmegaConf.has_resolver("fast_precision"):
-        OmegaConf.register_new_resolver("fast_precision", fast_precision)
+def resolve_device(device: str = "auto") -> str:
+    """``"cuda"`` when asked for and present (``auto``: when present), else ``"cpu"``.
+
+    Raises:
+        RuntimeError: ``cuda`` asked for, but torch sees no CUDA GPU.
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda asked for, but torch sees no CUDA GPU; use device=cpu or auto")
+    return device

@@ -1,4 +1,4 @@
-"""Callbacks of an :class:`~fer.module.EmotionClassifier` run: TensorBoard figures, the test report, per-epoch seeds."""
+"""Callbacks of a training run: TensorBoard figures, the test report, per-epoch seeds."""
 
 from __future__ import annotations
 
@@ -164,10 +164,10 @@ class TestReport(pl.Callback):
         (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=2))
         fig = confusion_figure(confusion, pl_module.class_names, "test")
         fig.savefig(self.output_dir / "confusion_matrix.png", dpi=120)
-        plt.close(fig)
         writer = _tensorboard(trainer)
         if writer is not None:
-            writer.add_figure("test/confusion_matrix", confusion_figure(confusion, pl_module.class_names, "test"))
+            writer.add_figure("test/confusion_matrix", fig)  # closes it
+        plt.close(fig)
 
 
 class EpochSeed(pl.Callback):

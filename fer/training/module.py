@@ -14,6 +14,8 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from fer.models import build_network
+
 STAGES = ("train", "val", "test")
 
 
@@ -22,8 +24,9 @@ class EmotionClassifier(pl.LightningModule):
 
     Args:
         net: an ``nn.Module`` mapping ``(B, ...)`` inputs to ``(B, num_classes)`` logits,
-            or its Hydra config (``_target_`` and arguments). Given as a config it is
-            stored in the checkpoint, so :meth:`load_from_checkpoint` rebuilds it alone.
+            or its config (a ``fer.models`` ``_target_`` and arguments, see
+            :func:`fer.models.build_network`). Given as a config it is stored in the
+            checkpoint, so :func:`fer.checkpoint.load_classifier` rebuilds it alone.
         class_names: one name per output, in label order; ``num_classes`` is its length.
         optimizer: a partial (Hydra ``_partial_: true`` config or callable) taking the
             parameters, e.g. ``torch.optim.AdamW``.
@@ -32,7 +35,8 @@ class EmotionClassifier(pl.LightningModule):
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
         tta_flip: in val/test/predict, average the softmax of the image and its mirror.
         channels_last: run the network in channels-last memory format (faster
-            convolutions on recent CPUs and GPUs, together with bf16/fp16).
+            convolutions on recent CPUs and GPUs, together with bf16/fp16); ``None``:
+            where the network has 2-D convolutions (4-D weights).
 
     Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro) and ``val/acc_best``;
     keeps the last validation and test confusion matrices in :attr:`confusion`.
@@ -47,7 +51,7 @@ class EmotionClassifier(pl.LightningModule):
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
         tta_flip: bool = False,
-        channels_last: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         # Plain containers keep the checkpoint's hyper-parameters readable without Hydra.
@@ -55,14 +59,17 @@ class EmotionClassifier(pl.LightningModule):
             OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
             for v in (net, class_names, optimizer, scheduler)
         )
+        self.net = net if isinstance(net, nn.Module) else build_network(net)
+        if channels_last is None:
+            channels_last = any(p.ndim == 4 for p in self.net.parameters())
         self.save_hyperparameters(ignore=["net"] if isinstance(net, nn.Module) else None)
-        self.net = net if isinstance(net, nn.Module) else instantiate(net)
         self.class_names = list(class_names)
         n = len(self.class_names)
-        # ModuleDict keys may not shadow nn.Module attributes such as "train"
-        self.acc = nn.ModuleDict({f"{s}_": MulticlassAccuracy(n, average="micro") for s in STAGES})
-        self.f1 = nn.ModuleDict({f"{s}_": MulticlassF1Score(n, average="macro") for s in STAGES})
-        self.confmat = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in STAGES[1:]})
+        for stage in STAGES:  # train_acc, val_f1, test_confmat, ...
+            setattr(self, f"{stage}_acc", MulticlassAccuracy(n, average="micro"))
+            setattr(self, f"{stage}_f1", MulticlassF1Score(n, average="macro"))
+            if stage != "train":
+                setattr(self, f"{stage}_confmat", MulticlassConfusionMatrix(n))
         self.val_acc_best = MaxMetric()
         self.confusion: dict[str, torch.Tensor] = {}
         self.class_weights: torch.Tensor | None = None
@@ -100,13 +107,14 @@ class EmotionClassifier(pl.LightningModule):
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=self.hparams.label_smoothing)
         preds = logits.argmax(-1)
-        self.acc[f"{stage}_"](preds, y)
-        self.f1[f"{stage}_"](preds, y)
+        acc, f1 = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_f1")
+        acc(preds, y)
+        f1(preds, y)
         if stage != "train":
-            self.confmat[f"{stage}_"](preds, y)
+            getattr(self, f"{stage}_confmat")(preds, y)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/acc", self.acc[f"{stage}_"], on_step=False, on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/f1", self.f1[f"{stage}_"], on_step=False, on_epoch=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True)
         return {"loss": loss, "preds": preds}
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -123,13 +131,14 @@ class EmotionClassifier(pl.LightningModule):
         return self.predict_proba(x)
 
     def _end_eval_epoch(self, stage: str) -> None:
-        self.confusion[stage] = self.confmat[f"{stage}_"].compute().cpu()
-        self.confmat[f"{stage}_"].reset()
+        confmat = getattr(self, f"{stage}_confmat")
+        self.confusion[stage] = confmat.compute().cpu()
+        confmat.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval_epoch("val")
         if not self.trainer.sanity_checking:
-            self.val_acc_best(self.acc["val_"].compute())
+            self.val_acc_best(self.val_acc.compute())
             self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:

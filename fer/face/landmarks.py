@@ -78,7 +78,7 @@ class FaceAlignmentLandmarks:
     name = "face_alignment"
 
     def __init__(self, device: str = "cpu") -> None:
-        from fer.detection import FaceAlignmentDetector
+        from fer.face.detection import FaceAlignmentDetector
 
         self.detector = FaceAlignmentDetector(device, "sfd", landmarks=True)
 

@@ -1,17 +1,22 @@
-"""Lightning data modules over expression images held in memory as ``uint8`` tensors."""
+"""The base of every data module: splits held in memory as tensors, batches prepared on the device."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorDataset, WeightedRandomSampler
 
-from fer.data.fer2013 import CLASS_NAMES, FER2013, USAGES, load_fer2013
-from fer.data.transforms import FER2013_MEAN, FER2013_STD, BatchAugment, preprocess
+from fer.data.transforms import BatchAugment
+from fer.face.crops import FER2013_MEAN, FER2013_STD, preprocess
+
+
+def cache_key(*parts: Any) -> str:
+    """A short stable hash of ``parts`` (their ``repr``), naming a cache file of derived data."""
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 
 def _global_seed() -> int:
@@ -65,6 +70,16 @@ class InMemoryDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def input_spec(self) -> dict[str, int]:
+        """What a network needs to know of the inputs, as its constructor arguments.
+
+        Images: ``in_channels`` and ``input_size`` (batches ``(B, C, S, S)``); subclasses
+        add ``clip_length`` (clips ``(B, T, C, S, S)``) or give ``in_features``
+        (feature vectors ``(B, F)``).
+        """
+        return {"in_channels": self.num_channels, "input_size": self.image_size}
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{"train"|"val"|"test": (uint8 images (N, C, H, W), int64 labels (N,))}``."""
@@ -138,38 +153,3 @@ class InMemoryDataModule(pl.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         x = preprocess(images, self.image_size, self.mean, self.std, augment=self.augment if training else None)
         return x, labels
-
-
-class FER2013DataModule(InMemoryDataModule):
-    """FER-2013 with Training -> train, PublicTest -> val, PrivateTest -> test.
-
-    The whole set stays in memory as one ``uint8`` tensor (35,887 x 48 x 48, about 83 MB).
-
-    Args:
-        path: official CSV (``.csv`` or ``.csv.gz``) or image-folder export; ``None``
-            uses the real sample shipped with the package.
-        on_bad_row: ``"error"`` or ``"skip"``, see :func:`~fer.data.fer2013.load_fer2013`.
-        **kwargs: see :class:`InMemoryDataModule` (``image_size`` 48 is FER-2013's own).
-    """
-
-    class_names: tuple[str, ...] = CLASS_NAMES
-
-    def __init__(self, path: str | None = None, on_bad_row: str = "error", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.path, self.on_bad_row = path, on_bad_row
-        self.data: FER2013 | None = None
-
-    def prepare_data(self) -> None:
-        if self.path is not None and not Path(self.path).expanduser().exists():
-            raise FileNotFoundError(
-                f"FER-2013 not found at {self.path}. Put the official fer2013.csv (or .csv.gz) "
-                "there, or set data.path to it or to an image-folder export."
-            )
-
-    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        self.data = load_fer2013(self.path, self.on_bad_row)
-        splits = {}
-        for name, usage in zip(("train", "val", "test"), USAGES, strict=True):
-            images, labels = self.data.split(usage)
-            splits[name] = (images.unsqueeze(1), labels)
-        return splits

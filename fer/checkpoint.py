@@ -1,0 +1,174 @@
+"""The one place that reads, checks, rebuilds and slims checkpoints.
+
+A checkpoint is data, never code. Every path that reads one (the recognizer,
+``train=false``, resuming a run, pretrained frame networks, ``python -m fer.export``)
+goes through :func:`read_checkpoint`, which unpickles with ``weights_only=True``: tensors,
+numbers, strings and containers only, so a pickle that would call a function is refused
+before anything runs. A network is rebuilt from the checkpoint's stored config only when
+every ``_target_`` in it is a ``fer.models`` network (:data:`fer.models.ALLOWED_TARGETS`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fer.face.crops import FER2013_MEAN, FER2013_STD
+from fer.models import disallowed_targets
+from fer.training.module import EmotionClassifier
+
+#: The model shipped with the package (deep CNN trained on FER-2013 by train.py; see MODEL_CARD.md).
+SHIPPED_CHECKPOINT = resources.files("fer") / "weights" / "fer2013_deep_cnn.ckpt"
+#: Data-module settings a slim checkpoint keeps: what inference needs to prepare inputs.
+INPUT_SETTINGS = ("image_size", "mean", "std", "clip_length", "grey")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and says why."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The contents of a checkpoint file, unpickled with ``weights_only=True`` on the CPU.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: not a PyTorch checkpoint of plain data (a pickle that names
+            functions or classes other than tensors and containers is refused unrun).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint of plain data (refused: {reason})") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (a {type(checkpoint).__name__}, not a dict)")
+    return checkpoint
+
+
+def network_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The checked network config of a train.py checkpoint's hyper-parameters.
+
+    Raises:
+        CheckpointError: no network config or class names, or a ``_target_`` (at any depth)
+            outside ``fer.models``; nothing has been called.
+    """
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("net"), dict) or "class_names" not in hparams:
+        raise CheckpointError(f"{path}: not an EmotionClassifier checkpoint written by train.py (no network config)")
+    bad = disallowed_targets(hparams["net"])
+    if bad or "_target_" not in hparams["net"]:
+        raise CheckpointError(
+            f"{path}: the network config names {', '.join(bad) or 'no _target_'}; "
+            "only fer.models networks are rebuilt from a checkpoint"
+        )
+    return hparams["net"]
+
+
+def input_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """How the model's inputs were prepared: ``kind`` (``"image"``, ``"clip"`` or ``"features"``),
+    ``image_size`` (pixels), ``channels``, ``clip_length`` (frames or ``None``), ``in_features``
+    (or ``None``), ``mean`` and ``std`` (on the [0, 1] scale)."""
+    net = checkpoint["hyper_parameters"]["net"]
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    clip = net.get("clip_length")
+    kind = "features" if "in_features" in net else "clip" if clip else "image"
+    return {
+        "kind": kind,
+        "image_size": data.get("image_size", net.get("input_size", 48)),
+        "channels": net.get("in_channels", 1),
+        "clip_length": clip,
+        "in_features": net.get("in_features"),
+        "mean": data.get("mean", FER2013_MEAN),
+        "std": data.get("std", FER2013_STD),
+    }
+
+
+def load_classifier(path: str | Path | None = None) -> tuple[EmotionClassifier, dict[str, Any]]:
+    """An :class:`EmotionClassifier` in eval mode on the CPU, and its :func:`input_settings`.
+
+    Args:
+        path: a train.py checkpoint (full or slim); ``None`` is the shipped FER-2013 model.
+
+    Raises:
+        FileNotFoundError: no such file. CheckpointError: see :func:`read_checkpoint` and
+        :func:`network_config`, or the weights do not fit the architecture it names.
+    """
+    path = Path(str(SHIPPED_CHECKPOINT)) if path is None else Path(path)
+    checkpoint = read_checkpoint(path)
+    net = network_config(checkpoint, path)
+    hparams = checkpoint["hyper_parameters"]
+    keep = ("label_smoothing", "tta_flip", "channels_last")
+    try:
+        model = EmotionClassifier(net, hparams["class_names"], **{k: hparams[k] for k in keep if k in hparams})
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, KeyError, ValueError) as error:
+        raise CheckpointError(f"{path}: weights do not fit the architecture {net}: {error}") from error
+    model.on_load_checkpoint(checkpoint)
+    model.eval()
+    settings = input_settings(checkpoint)
+    if settings["kind"] == "features":
+        shape = (1, settings["in_features"])
+    else:
+        clip = (settings["clip_length"],) if settings["clip_length"] else ()
+        shape = (1, *clip, settings["channels"], settings["image_size"], settings["image_size"])
+    with torch.inference_mode():
+        outputs = model(torch.zeros(shape)).shape[-1]
+    if outputs != model.num_classes:
+        raise CheckpointError(
+            f"{path}: weights do not fit: the network has {outputs} outputs for {model.num_classes} class names"
+        )
+    return model, settings
+
+
+def pretrained_frames(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """An image classifier's network config and weights, to start a clip model's frame network from.
+
+    With ``model.net.pretrained=PATH`` the training builder gives the CNN-LSTM this
+    config as ``frame_net`` (with ``drop_frame_classifier``) and loads these weights
+    into it; the clip checkpoint then stores the config, never the path.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see :func:`load_classifier`; also a clip or
+        feature model, which cannot be a frame network.
+    """
+    model, settings = load_classifier(path)
+    if settings["kind"] != "image":
+        raise CheckpointError(f"{path}: a {settings['kind']} model; a frame network must be an image model")
+    return dict(model.hparams.net), model.net.state_dict()
+
+
+def slim_checkpoint(source: str | Path, target: str | Path, overwrite: bool = False) -> Path:
+    """Write a slim copy of a train.py checkpoint for shipping; returns ``target``.
+
+    Keeps the weights (as float16, half the size), the model's hyper-parameters, the data
+    settings of :data:`INPUT_SETTINGS` (no data paths of the machine it was trained on)
+    and the epoch; drops optimizer and scheduler states and callbacks.
+
+    Raises:
+        FileExistsError: ``target`` exists and not ``overwrite``.
+        FileNotFoundError, CheckpointError: see :func:`load_classifier` (the source is
+        rebuilt once to check it).
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    load_classifier(source)
+    checkpoint = read_checkpoint(source)
+    slim = {k: checkpoint[k] for k in ("epoch", "global_step", "pytorch-lightning_version") if k in checkpoint}
+    hparams = checkpoint["hyper_parameters"]
+    slim["hyper_parameters"] = {k: v for k, v in hparams.items() if k not in ("optimizer", "scheduler")}
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    slim["datamodule_hyper_parameters"] = {k: data[k] for k in INPUT_SETTINGS if k in data}
+    slim["val_acc_best"] = checkpoint.get("val_acc_best", float("-inf"))
+    slim["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    torch.save(slim, partial)
+    partial.replace(target)
+    return target

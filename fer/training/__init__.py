@@ -1,0 +1,1 @@
+"""Training: the run driven by a Hydra config, the one LightningModule, its callbacks, sweep summaries."""
