@@ -3,8 +3,11 @@
 import hydra
 from omegaconf import DictConfig
 
+from fer.config import register_resolvers
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")

@@ -3,7 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from fer.training.run import register_resolvers, train
+from fer.config import register_resolvers
+from fer.training.run import train
 
 register_resolvers()
 

@@ -70,6 +70,19 @@ def network_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, An
     return hparams["net"]
 
 
+def check_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint read by :func:`read_checkpoint` whose network config passed :func:`network_config`.
+
+    Resuming a run goes through here before Lightning reads the file again.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see both.
+    """
+    checkpoint = read_checkpoint(path)
+    network_config(checkpoint, path)
+    return checkpoint
+
+
 def input_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """How the model's inputs were prepared: ``kind`` (``"image"``, ``"clip"`` or ``"features"``),
     ``image_size`` (pixels), ``channels``, ``clip_length`` (frames or ``None``), ``in_features``

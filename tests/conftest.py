@@ -46,7 +46,7 @@ def train_config(tmp_path):
     """
     from hydra import compose, initialize_config_dir
 
-    from fer.training.run import register_resolvers
+    from fer.config import register_resolvers
 
     register_resolvers()
 

@@ -6,7 +6,8 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fer.training.run import build_model, register_resolvers
+from fer.config import register_resolvers
+from fer.training.run import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DATA = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))

@@ -10,17 +10,10 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fer.checkpoint import load_classifier, pretrained_frames, read_checkpoint
-from fer.device import fast_precision
+from fer.checkpoint import check_checkpoint, load_classifier, pretrained_frames
 from fer.training.module import EmotionClassifier
 
 log = logging.getLogger(__name__)
-
-
-def register_resolvers() -> None:
-    """Make ``${fast_precision:cpu}`` usable in configs (see :func:`fer.device.fast_precision`)."""
-    if not OmegaConf.has_resolver("fast_precision"):
-        OmegaConf.register_new_resolver("fast_precision", fast_precision)
 
 
 def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionClassifier:
@@ -52,11 +45,17 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     return model
 
 
-def _instantiate_all(configs: DictConfig | None) -> list[Any]:
-    """Objects of every entry of a config group that has a ``_target_`` (callbacks, loggers)."""
+#: Callbacks that only work with a logger; left out of runs without one (``logger=none``).
+NEED_A_LOGGER = ("pytorch_lightning.callbacks.LearningRateMonitor",)
+
+
+def _instantiate_all(configs: DictConfig | None, logged: bool = True) -> list[Any]:
+    """Objects of every entry of a config group that has a ``_target_`` (callbacks, loggers);
+    without ``logged``, the callbacks of :data:`NEED_A_LOGGER` are left out."""
     if not configs:
         return []
-    return [instantiate(c) for c in configs.values() if isinstance(c, DictConfig) and "_target_" in c]
+    entries = [c for c in configs.values() if isinstance(c, DictConfig) and "_target_" in c]
+    return [instantiate(c) for c in entries if logged or c._target_ not in NEED_A_LOGGER]
 
 
 def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, train: bool) -> str | None:
@@ -108,14 +107,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.train:
         model = build_model(cfg, datamodule)
         if ckpt_path:
-            read_checkpoint(ckpt_path)  # refused here, unrun, if it is not plain data
+            check_checkpoint(ckpt_path)  # refused here, unrun, unless plain data naming a fer.models network
     elif ckpt_path:
         model = load_classifier(ckpt_path)[0]
     else:
         raise ValueError("train=false needs ckpt_path=PATH to a checkpoint to test")
 
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers)
+    callbacks = _instantiate_all(cfg.get("callbacks"), logged=bool(loggers))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), metrics={"val/acc_best": 0, "test/acc": 0})
 

@@ -1,0 +1,27 @@
+"""Resolvers the Hydra configs use: ``${fast_precision:cpu}`` and ``${run_id:}``."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+
+from omegaconf import OmegaConf
+
+from fer.device import fast_precision
+
+
+@functools.cache
+def run_id() -> str:
+    """This process's run name: its start time to the second and 6 random hex digits
+    (``2026-11-28_12-30-05_3fa9c1``), so two runs started in the same second, on one
+    machine or on nodes sharing a file system, never share a run dir."""
+    return time.strftime("%Y-%m-%d_%H-%M-%S") + "_" + secrets.token_hex(3)
+
+
+def register_resolvers() -> None:
+    """Make ``${fast_precision:cpu}`` and ``${run_id:}`` usable in configs (idempotent)."""
+    if not OmegaConf.has_resolver("fast_precision"):
+        OmegaConf.register_new_resolver("fast_precision", fast_precision)
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
