@@ -1,5 +1,8 @@
 """Realtime expression recognition: ``python infer.py [source=0|clip.mp4|photo.jpg|photos/|rtsp://...]``."""
 
+import logging
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -8,6 +11,8 @@ from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
 
 register_resolvers()
+#: Exit status after a stop by signal, as a shell reports it (128 + the signal's number).
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")
@@ -21,8 +26,9 @@ def main(cfg: DictConfig) -> None:
         smoothing=cfg.smoothing,
         margin=cfg.margin,
         landmarks=cfg.landmarks,
+        max_image_side=cfg.max_image_side,
     )
-    run(
+    summary = run(
         recognizer,
         cfg.source,
         cfg.output_dir,
@@ -31,7 +37,11 @@ def main(cfg: DictConfig) -> None:
         save_media=cfg.save_media,
         overwrite=cfg.overwrite,
         max_frames=cfg.max_frames,
+        live=cfg.live,
     )
+    if summary["ended"] in EXIT_CODES:  # outputs are complete; say so in one line and exit as shells expect
+        logging.getLogger("infer").warning("stopped by %s after %d frames", summary["ended"], summary["frames"])
+        sys.exit(EXIT_CODES[summary["ended"]])
 
 
 if __name__ == "__main__":

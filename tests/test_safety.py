@@ -1,17 +1,21 @@
 """A checkpoint never runs code; runs never share files; bad input fails early and clearly."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, read_checkpoint
 from fer.export import main as export_main
+from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
 from fer.training.run import train
-from tests.conftest import ROOT, run_train
+from tests.conftest import DATA, ROOT, need, run_train
 
 
 class Payload:
@@ -122,3 +126,69 @@ def test_two_runs_started_at_once_get_their_own_dirs(tmp_path):
 def test_logger_none_trains(tmp_path):
     run_train(tmp_path, "logger=none", "debug=fdr")
     assert (tmp_path / "metrics.json").exists() and not (tmp_path / "tensorboard").exists()
+
+
+VIDEO = DATA / "videos" / "single_face.mp4"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_infer_py_stopped_by_a_signal_leaves_playable_outputs(tmp_path, sig):
+    import cv2
+
+    cmd = [sys.executable, "infer.py", f"hydra.run.dir={tmp_path}", "display=false", "detector=haar"]
+    cmd += [f"source={need(VIDEO)}", "detect_every=1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / ".predictions.csv.partial"
+    deadline = time.monotonic() + 120
+    while (not partial.exists() or partial.stat().st_size < 2000) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a few frames written
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[sig], err[-2000:]
+    assert "Traceback" not in out + err and f"stopped by {sig.name}" in out + err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["ended"] == sig.name and 0 < summary["frames"] < 72
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + summary["faces"]
+    capture = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
+    readable = 0
+    while capture.read()[0]:
+        readable += 1
+    assert readable == summary["frames"]
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_infer_outputs_are_all_checked_before_any_is_written(tmp_path):
+    recognizer = EmotionRecognizer(detector="haar", device="cpu")
+    photo = need(DATA / "photos" / "multi_face.jpg")
+    run(recognizer, photo, tmp_path, display=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(FileExistsError, match="summary.json"):  # other prediction and media names
+        run(recognizer, DATA / "photos" / "obama.jpg", tmp_path, display=False, predictions="jsonl", save_media=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    with pytest.raises(ValueError, match="detect_scale"):
+        EmotionRecognizer(detector="haar", device="cpu", detect_scale=0)
+
+
+def test_a_huge_photo_is_searched_at_a_capped_size(tmp_path):
+    import cv2
+
+    photo = cv2.imread(str(need(DATA / "photos" / "multi_face.jpg")))
+    huge = cv2.resize(photo, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC)  # 6000x4002
+    sizes = []
+
+    def detector(image):
+        sizes.append(image.shape[:2])
+        return []
+
+    recognizer = EmotionRecognizer(detector=detector, device="cpu", max_image_side=1600)
+    assert recognizer.predict(huge, track=False) == []
+    assert max(sizes[0]) == 1600
+
+
+def test_only_cameras_and_true_streams_are_live():
+    from fer.inference.sources import is_live
+
+    assert is_live("0") and is_live("rtsp://cam/1") and is_live("udp://0.0.0.0:5000")
+    assert not is_live("https://host/clip.mp4") and not is_live("clip.mp4")
+    assert is_live("https://host/live.m3u8", live=True) and not is_live("0", live="false")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +30,32 @@ def has_display() -> bool:
     return True
 
 
-def _claim(path: Path, overwrite: bool) -> Path:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=true to replace it or choose another output_dir")
-    return path
+class Stop(Exception):
+    """Raised by :func:`run`'s signal handlers between frames: SIGINT (Ctrl+C) or SIGTERM."""
+
+
+@contextmanager
+def _stop_on_signals(state: dict[str, Any]) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM set ``state["stop"]`` to the signal's name (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        state["stop"] = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2))
+    partial.replace(path)
 
 
 def run(
@@ -41,84 +67,122 @@ def run(
     save_media: bool = True,
     overwrite: bool = False,
     max_frames: int | None = None,
+    live: str | bool = "auto",
 ) -> dict[str, Any]:
     """Recognise expressions in every frame of ``source``; write annotated media and predictions.
 
     Writes into ``output_dir``: ``predictions.csv`` (or ``.jsonl``), ``annotated.mp4``
     for videos and streams or ``annotated/<image name>`` for images, ``summary.json``.
-    Existing outputs are never replaced unless ``overwrite``.
+    Every output is checked before any is opened: an existing one is never replaced
+    unless ``overwrite``, and a refused run leaves nothing behind. Predictions and the
+    video are written under hidden ``.partial`` names and renamed when the run ends, so a
+    file under its real name is always complete. SIGINT (Ctrl+C) and SIGTERM end the run
+    after the current frame with all outputs finalised and ``summary["ended"]`` naming
+    the signal.
+
+    Args:
+        live: ``"auto"`` (cameras and rtsp/rtmp/udp/tcp streams are live), ``true`` or
+            ``false``; a live source drops frames that arrive while one is processed
+            (counted in the summary), any other source is read frame by frame.
 
     Returns:
-        The summary: frames, frames with a face, faces, skipped inputs, FPS and
-        per-stage milliseconds.
+        The summary: frames, frames with a face, faces, dropped frames, skipped inputs,
+        FPS, per-stage milliseconds and how the run ended (``"end of source"``,
+        ``"max_frames"``, ``"key"``, ``"SIGINT"`` or ``"SIGTERM"``).
 
     Raises:
         FileExistsError, FileNotFoundError, ValueError: see :class:`Source` and above.
-        RuntimeError: ``display=true`` without a display.
+        RuntimeError: ``display=true`` without a display. OSError: an output could not be
+        written (a full disk, say); the message names it.
     """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if predictions not in ("csv", "jsonl"):
+        raise ValueError(f"predictions must be csv or jsonl, not {predictions!r}")
     show = has_display() if display == "auto" else bool(display) and str(display).lower() != "false"
     if show and not has_display():
         raise RuntimeError("display=true, but there is no display (DISPLAY unset); use display=false")
-    src = Source(source)
-    writer = PredictionWriter(
-        _claim(out / f"predictions.{predictions}", overwrite), recognizer.class_names, predictions
-    )
+    src = Source(source, live)
+    out = Path(output_dir)
+    media = (out / "annotated.mp4" if src.is_video else out / "annotated") if save_media else None
+    targets = [out / f"predictions.{predictions}", out / "summary.json"] + ([media] if media else [])
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(existing)} exist(s); pass overwrite=true to replace or choose another output_dir"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    pred_path = out / f".predictions.{predictions}.partial"
+    video_partial = out / ".annotated.partial.mp4"
+    writer = PredictionWriter(pred_path, recognizer.class_names, predictions)
     video: cv2.VideoWriter | None = None
-    if save_media and not src.is_video:
-        _claim(out / "annotated", overwrite).mkdir(exist_ok=True)
-    video_path = _claim(out / "annotated.mp4", overwrite) if save_media and src.is_video else None
+    if media is not None and not src.is_video:
+        media.mkdir(exist_ok=True)
     times, frames, with_face, faces_total, fps = recognizer.times, 0, 0, 0, None
+    state: dict[str, Any] = {"stop": None}
+    ended = "end of source"
     recognizer.reset()
     start = tick = last = time.perf_counter()
     try:
-        for frame in src:
-            tick = times.add("decode", tick)
-            faces = recognizer.predict(frame.image, track=src.is_video)
-            frames += 1
-            with_face += bool(faces)
-            faces_total += len(faces)
-            tick = time.perf_counter()
-            draw(frame.image, faces, fps)
-            tick = times.add("draw", tick)
-            writer.write(frame, faces)
-            if video_path is not None:
-                if video is None:
-                    h, w = frame.image.shape[:2]
-                    video = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), src.fps, (w, h))
-                video.write(frame.image)
-            elif save_media:
-                cv2.imwrite(str(out / "annotated" / frame.name), frame.image)
-            tick = times.add("write", tick)
-            if show:
-                cv2.imshow("fer", frame.image)
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+        with _stop_on_signals(state):
+            for frame in src:
+                tick = times.add("decode", tick)
+                faces = recognizer.predict(frame.image, track=src.is_video)
+                frames += 1
+                with_face += bool(faces)
+                faces_total += len(faces)
+                tick = time.perf_counter()
+                draw(frame.image, faces, fps if src.is_video else None)
+                tick = times.add("draw", tick)
+                writer.write(frame, faces)
+                if media is not None and src.is_video:
+                    if video is None:
+                        h, w = frame.image.shape[:2]
+                        video = cv2.VideoWriter(str(video_partial), cv2.VideoWriter_fourcc(*"mp4v"), src.fps, (w, h))
+                        if not video.isOpened():
+                            raise OSError(f"{video_partial}: cannot write the annotated video")
+                    video.write(frame.image)
+                elif media is not None and not cv2.imwrite(str(media / frame.name), frame.image):
+                    raise OSError(f"{media / frame.name}: could not write the annotated image (disk full?)")
+                tick = times.add("write", tick)
+                if show:
+                    cv2.imshow("fer", frame.image)
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        ended = "key"
+                        break
+                fps = 1 / max(tick - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(tick - last, 1e-6)
+                last = tick
+                if state["stop"]:
+                    ended = state["stop"]
                     break
-            fps = 1 / max(tick - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(tick - last, 1e-6)
-            last = tick
-            if max_frames and frames >= max_frames:
-                break
+                if max_frames and frames >= max_frames:
+                    ended = "max_frames"
+                    break
     finally:
+        src.close()
         writer.close()
         if video is not None:
             video.release()
         if show:
             cv2.destroyAllWindows()
+    # the run ended cleanly (end, key, signal, max_frames): publish the outputs under their names
+    pred_path.replace(out / f"predictions.{predictions}")
+    if video is not None:
+        video_partial.replace(media)
     seconds = time.perf_counter() - start
     summary = {
         "source": str(source),
+        "ended": ended,
         "frames": frames,
         "frames_with_face": with_face,
         "faces": faces_total,
+        "dropped_frames": src.dropped,
         "skipped": src.skipped,
         "fps": frames / max(seconds, 1e-9),
         "ms_per_stage": {s: 1000 * t / max(times.calls[s], 1) for s, t in times.seconds.items()},
         "output_dir": str(out),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_json_atomically(out / "summary.json", summary)
     log.info(
-        "%d frames, %d with a face, %d faces, %.1f FPS; per stage: %s; skipped: %s; outputs in %s",
-        frames, with_face, faces_total, summary["fps"], times.summary(), src.skipped or "none", out,
+        "%d frames, %d with a face, %d faces, %.1f FPS; per stage: %s; skipped: %s; ended: %s; outputs in %s",
+        frames, with_face, faces_total, summary["fps"], times.summary(), src.skipped or "none", ended, out,
     )  # fmt: skip
     return summary

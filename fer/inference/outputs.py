@@ -80,6 +80,7 @@ class PredictionWriter:
                     "probabilities": {c: round(f.probabilities[c], 4) for c in self.class_names},
                 }
                 self.file.write(json.dumps(record) + "\n")
+        self.file.flush()  # each frame's rows reach the file at once (a live run can be stopped any time)
 
     def close(self) -> None:
         self.file.close()

@@ -71,8 +71,12 @@ class EmotionRecognizer:
         margin: crop margin, see :func:`~fer.face.crops.crop_faces`.
         landmarks: ask the detector for 68 landmarks (face-alignment only).
         max_age: frames a track survives without a matching detection.
+        max_image_side: a still image (``predict(track=False)``) is searched in a copy
+            whose longest side is at most this many pixels (an 8000x6000 photo otherwise
+            costs gigabytes and finds false faces in skin texture).
 
     Raises:
+        ValueError: ``detect_scale`` or ``max_image_side`` out of range.
         FileNotFoundError, CheckpointError: see :func:`fer.checkpoint.load_classifier`; also
         a model of landmark features, which face crops cannot feed.
     """
@@ -88,7 +92,12 @@ class EmotionRecognizer:
         margin: float = 0.1,
         landmarks: bool = False,
         max_age: int = 5,
+        max_image_side: int = 1920,
     ) -> None:
+        if not 0 < detect_scale <= 1:
+            raise ValueError(f"detect_scale must be in (0, 1], not {detect_scale}")
+        if max_image_side < 32:
+            raise ValueError(f"max_image_side must be at least 32 pixels, not {max_image_side}")
         self.device = resolve_device(device)
         model, self.settings = load_classifier(ckpt_path)
         if self.settings["kind"] == "features":
@@ -104,6 +113,7 @@ class EmotionRecognizer:
             detector = make_detector(detector, self.device, landmarks)
         self.detector, self.detect_scale = detector, detect_scale
         self.detect_every, self.smoothing, self.margin, self.max_age = max(1, detect_every), smoothing, margin, max_age
+        self.max_image_side = max_image_side
         self.times = StageTimes()
         self.reset()
 
@@ -159,7 +169,8 @@ class EmotionRecognizer:
         if not track:
             self.reset()
         if self.frame_index % self.detect_every == 0:
-            self._detections = detect_scaled(self.detector, image_bgr, self.detect_scale if track else 1.0)
+            scale = self.detect_scale if track else min(1.0, self.max_image_side / max(image_bgr.shape[:2]))
+            self._detections = detect_scaled(self.detector, image_bgr, scale)
             start = self.times.add("detect", start)
         detections = self._detections
         boxes = [d.box for d in detections]
