@@ -192,3 +192,51 @@ def test_only_cameras_and_true_streams_are_live():
     assert is_live("0") and is_live("rtsp://cam/1") and is_live("udp://0.0.0.0:5000")
     assert not is_live("https://host/clip.mp4") and not is_live("clip.mp4")
     assert is_live("https://host/live.m3u8", live=True) and not is_live("0", live="false")
+
+
+def _sample_rows():
+    import gzip
+
+    from fer.data.fer2013 import SAMPLE_CSV
+
+    with gzip.open(SAMPLE_CSV, "rt") as f:
+        return f.read().splitlines()
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
+    from fer.data import load_fer2013
+
+    rows = _sample_rows()
+    (tmp_path / "bom.csv").write_text("\ufeff" + "\n".join(rows[:50]) + "\n", encoding="utf-8")
+    assert len(load_fer2013(tmp_path / "bom.csv").labels) == 49
+
+
+def test_missing_splits_are_named_at_setup(tmp_path, train_config):
+    from fer.data import FER2013DataModule, FER2013FormatError
+
+    rows = _sample_rows()
+    no_public = [r for r in rows if not r.endswith("PublicTest")]
+    (tmp_path / "no_public.csv").write_text("\n".join(no_public) + "\n")
+    with pytest.raises(FER2013FormatError, match="no_public.csv: no PublicTest rows"):
+        FER2013DataModule(str(tmp_path / "no_public.csv")).setup()
+    no_private = [r for r in rows if not r.endswith("PrivateTest")]
+    (tmp_path / "no_private.csv").write_text("\n".join(no_private) + "\n")
+    metrics = train(train_config(f"data.path={tmp_path / 'no_private.csv'}", "debug=fdr", "logger=none"))
+    assert "val/acc" in metrics and "test/acc" not in metrics
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_hidden_and_unknown_class_folders(tmp_path, train_config):
+    from fer.data import FER2013FormatError, load_fer2013
+    from tests.layouts import fer2013_folder_tree
+
+    fer2013_folder_tree(tmp_path / "export", per_class=2)
+    (tmp_path / "export" / "train" / ".ipynb_checkpoints").mkdir()  # hidden: ignored
+    assert len(load_fer2013(tmp_path / "export").labels) == 7 * 6
+    (tmp_path / "export" / "train" / "contempt").mkdir()  # unknown: on_bad_row decides
+    with pytest.raises(FER2013FormatError, match="contempt: unknown class folder"):
+        load_fer2013(tmp_path / "export")
+    cfg = train_config(f"data.path={tmp_path / 'export'}", "data.on_bad_row=skip", "debug=fdr", "logger=none")
+    train(cfg)
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["skipped"] == {"unknown class folder": 1}

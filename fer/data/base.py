@@ -72,6 +72,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         return len(self.class_names)
 
     @property
+    def skipped(self) -> dict[str, int]:
+        """Inputs left out as bad (``on_bad_row="skip"``), per reason; reported in ``metrics.json``."""
+        return {}
+
+    @property
     def input_spec(self) -> dict[str, int]:
         """What a network needs to know of the inputs, as its constructor arguments.
 

@@ -97,7 +97,7 @@ def load_fer2013(path: str | Path | None = None, on_bad_row: str = "error") -> F
 
 def _load_csv(path: Path, on_bad_row: str) -> FER2013:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as f:
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as f:  # a byte-order mark is read, not refused
         text = f.read()
     # The official file has no quoting: a plain split is twice as fast as the csv module.
     reader = csv.reader(io.StringIO(text)) if '"' in text else (line.split(",") for line in text.splitlines())
@@ -170,12 +170,15 @@ def _load_folder(root: Path, on_bad_row: str) -> FER2013:
     images, labels, usage = [], [], []
     for split_dir, default_usage in (("train", "Training"), ("test", None)):
         for class_dir in sorted((root / split_dir).glob("*")):
-            if not class_dir.is_dir():
+            if not class_dir.is_dir() or class_dir.name.startswith("."):  # .ipynb_checkpoints and the like
                 continue
             name = class_dir.name.lower()
             if name not in CLASS_NAMES:
-                raise FER2013FormatError(f"{class_dir}: unknown class folder; expected one of {CLASS_NAMES}")
-            for file in sorted(class_dir.iterdir()):
+                if on_bad_row == "error":
+                    raise FER2013FormatError(f"{class_dir}: unknown class folder; expected one of {CLASS_NAMES}")
+                skipped["unknown class folder"] += 1
+                continue
+            for file in sorted(f for f in class_dir.iterdir() if not f.name.startswith(".")):
                 use = default_usage or file.name.split("_", 1)[0]
                 problem = None
                 if use not in USAGES:
@@ -226,10 +229,26 @@ class FER2013DataModule(InMemoryDataModule):
                 "there, or set data.path to it or to an image-folder export."
             )
 
+    @property
+    def skipped(self) -> dict[str, int]:
+        return dict(self.data.skipped) if self.data is not None else {}
+
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The three Usages as splits.
+
+        Raises:
+            FER2013FormatError: Training or PublicTest has no row (training needs both;
+                the message names the file and the Usage). A missing PrivateTest only
+                leaves the test split out, with a warning.
+        """
         self.data = load_fer2013(self.path, self.on_bad_row)
         splits = {}
         for name, usage in zip(("train", "val", "test"), USAGES, strict=True):
             images, labels = self.data.split(usage)
+            if len(labels) == 0 and name != "test":
+                raise FER2013FormatError(f"{self.path or SAMPLE_CSV}: no {usage} rows; the {name} split needs them")
+            if len(labels) == 0:
+                log.warning("%s: no PrivateTest rows: test skipped", self.path)
+                continue
             splits[name] = (images.unsqueeze(1), labels)
         return splits

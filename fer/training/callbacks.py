@@ -160,6 +160,7 @@ class TestReport(pl.Callback):
         best = float(pl_module.val_acc_best.max_value)  # as the tested checkpoint holds it
         report["logged"]["val/acc_best"] = best if best > float("-inf") else None
         report["epochs_trained"] = trainer.current_epoch
+        report["skipped"] = getattr(trainer.datamodule, "skipped", {})
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=2))
         fig = confusion_figure(confusion, pl_module.class_names, "test")

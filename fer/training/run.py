@@ -125,6 +125,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if ckpt_path is None:
             log.warning("no best checkpoint was saved; testing the weights as they are")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.test and hasattr(datamodule, "splits"):
+        datamodule.setup("test")
+        if "test" not in datamodule.splits:
+            log.warning("no test split: test skipped (as with test=false)")
+            return metrics
     if cfg.test:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path if cfg.train else None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
