@@ -162,7 +162,9 @@ class TestReport(pl.Callback):
         report["epochs_trained"] = trainer.current_epoch
         report["skipped"] = getattr(trainer.datamodule, "skipped", {})
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        partial = self.output_dir / ".metrics.json.partial"  # a crash never leaves a half-written report
+        partial.write_text(json.dumps(report, indent=2))
+        partial.replace(self.output_dir / "metrics.json")
         fig = confusion_figure(confusion, pl_module.class_names, "test")
         fig.savefig(self.output_dir / "confusion_matrix.png", dpi=120)
         writer = _tensorboard(trainer)
