@@ -240,3 +240,18 @@ def test_hidden_and_unknown_class_folders(tmp_path, train_config):
     train(cfg)
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["skipped"] == {"unknown class folder": 1}
+
+
+def test_train_py_stopped_by_sigterm_exits_non_zero(tmp_path):
+    cmd = [sys.executable, "train.py", f"hydra.run.dir={tmp_path}", "callbacks.rich_progress_bar=null", "logger=none"]
+    cmd += ["model=cnn4", "trainer.max_epochs=20"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out[-2000:]
+    assert "stopped by SIGTERM" in out and read_checkpoint(last)["epoch"] >= 0
+    assert not (tmp_path / "metrics.json").exists()

@@ -9,6 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fer.checkpoint import check_checkpoint, load_classifier, pretrained_frames
 from fer.training.module import EmotionClassifier
@@ -120,7 +121,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), metrics={"val/acc_best": 0, "test/acc": 0})
 
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException:  # Lightning stops after the current batch; a scheduler must see a failure
+            log.warning("stopped by SIGTERM; last.ckpt holds the last finished epoch: resume with ckpt_path=last")
+            raise SystemExit(143) from None
         ckpt_path = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         if ckpt_path is None:
             log.warning("no best checkpoint was saved; testing the weights as they are")
