@@ -117,8 +117,8 @@ def test_missing_column_and_missing_file(tmp_path, real_rows):
 
 
 def test_balanced_sampler_and_class_weights(tmp_path, real_rows):
-    path = tmp_path / "first_200.csv"  # real, unbalanced Training rows
-    path.write_text("".join(real_rows))
+    path = tmp_path / "first_200.csv"  # real, unbalanced Training rows (and one PublicTest row: val needs one)
+    path.write_text("".join(real_rows) + real_rows[1].rsplit(",", 1)[0] + ",PublicTest\n")
     dm = FER2013DataModule(path=str(path), balance="sampler", batch_size=200)
     dm.setup("fit")
     counts = dm.class_counts
