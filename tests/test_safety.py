@@ -242,16 +242,54 @@ def test_hidden_and_unknown_class_folders(tmp_path, train_config):
     assert report["skipped"] == {"unknown class folder": 1}
 
 
-def test_train_py_stopped_by_sigterm_exits_non_zero(tmp_path):
-    cmd = [sys.executable, "train.py", f"hydra.run.dir={tmp_path}", "callbacks.rich_progress_bar=null", "logger=none"]
-    cmd += ["model=cnn4", "trainer.max_epochs=20"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 143, out[-2000:]
-    assert "stopped by SIGTERM" in out and read_checkpoint(last)["epoch"] >= 0
-    assert not (tmp_path / "metrics.json").exists()
+def test_train_py_stopped_by_sigterm_in_epoch_0_resumes_to_the_uninterrupted_result(tmp_path):
+    same = ["model=cnn4", "trainer.max_epochs=2", "seed=11", "logger=none", "data.batch_size=32"]
+    same += ["+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
+    run_train(tmp_path / "whole", *same)
+    # a real SIGTERM to the run's own process after 9 of epoch 0's 44 batches
+    stop = ["+callbacks.sigterm._target_=tests.helpers.SigtermAt", "+callbacks.sigterm.epoch=0"]
+    result = run_train(tmp_path / "stopped", *same, *stop, "+callbacks.sigterm.batch=9", check=False)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "stopped by SIGTERM" in result.stdout + result.stderr
+    stopped = read_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.ckpt")
+    assert stopped["epoch"] == 0 and stopped["FER2013DataModule"] == {"epoch": 0, "batches_done": 9}
+    assert not (tmp_path / "stopped" / "metrics.json").exists()
+
+    run_train(tmp_path / "stopped", *same, "ckpt_path=last")
+    whole, resumed = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "stopped"))
+    assert resumed["confusion_matrix"] == whole["confusion_matrix"]
+    assert resumed["logged"]["val/acc_best"] == whole["logged"]["val/acc_best"]
+    a, b = (read_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt")["state_dict"] for d in ("whole", "stopped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB file system (tmpfs), as a full disk comes about; skips where mounting is not allowed."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_stops_infer_with_a_clear_error(tiny_disk):
+    recognizer = EmotionRecognizer(detector="haar", device="cpu")
+    with pytest.raises(OSError, match="no space left on device"):
+        run(recognizer, need(VIDEO.parent / "short_hamilton_clip.mp4"), tiny_disk, display=False)
+    names = {p.name for p in tiny_disk.iterdir()}
+    assert not names & {"annotated.mp4", "predictions.csv", "summary.json"}  # nothing looks complete
+    assert ".predictions.csv.partial" in names
+
+
+def test_a_landmark_model_given_to_the_recognizer_says_what_it_needs(tmp_path):
+    from fer.training.module import EmotionClassifier
+
+    net = {"_target_": "fer.models.LandmarkMLP", "num_classes": 7, "in_features": 2278}  # as build_model writes it
+    model = EmotionClassifier(net, class_names=list("abcdefg"))
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, tmp_path / "mlp.ckpt")
+    assert load_classifier(tmp_path / "mlp.ckpt")[1]["kind"] == "features"  # fine for train=false on landmarks
+    with pytest.raises(CheckpointError, match="2278 landmark distances"):
+        EmotionRecognizer(tmp_path / "mlp.ckpt", detector="haar", device="cpu")

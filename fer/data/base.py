@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -22,6 +24,35 @@ def cache_key(*parts: Any) -> str:
 def _global_seed() -> int:
     """The seed :func:`pytorch_lightning.seed_everything` recorded (0 if none)."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class ResumableSampler(DistributedSampler):
+    """The training order (a seeded permutation per epoch, dealt over DDP processes), resumable mid-epoch.
+
+    Counts the batches trained in the current epoch (:attr:`batches_done`, advanced by
+    the data module for every training batch); after :meth:`resume_at` the first pass over
+    that epoch skips the batches already trained, so a run stopped mid-epoch and resumed
+    sees exactly the batches an uninterrupted one would. A ``DistributedSampler``, so
+    Lightning leaves it in place under DDP.
+
+    Args:
+        dataset, num_replicas, rank, seed: see ``DistributedSampler`` (shuffled).
+        batch_size: images per batch of this process, to turn batches into indices.
+    """
+
+    def __init__(self, dataset: TensorDataset, num_replicas: int, rank: int, seed: int, batch_size: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.batch_size, self.batches_done = batch_size, 0
+        self._skip: dict[int, int] = {}
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Skip ``batches_done`` batches the next time ``epoch`` starts."""
+        self._skip = {epoch: batches_done}
+
+    def __iter__(self) -> Iterator[int]:
+        skip = self._skip.pop(self.epoch, 0)
+        self.batches_done = skip
+        return itertools.islice(super().__iter__(), skip * self.batch_size, None)
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -66,6 +97,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.balance, self.mean, self.std = balance, mean, std
         self.augment = BatchAugment(**augment) if augment is not None else None
         self.splits: dict[str, TensorDataset] = {}
+        self.sampler: ResumableSampler | None = None
+        self._resume: dict[str, int] = {}
 
     @property
     def num_classes(self) -> int:
@@ -120,8 +153,10 @@ class InMemoryDataModule(pl.LightningDataModule):
 
         The same permutation for one process as for ``n`` DDP processes, dealt round-robin
         (so ``n`` processes with batch ``b`` see the batches of one process with ``n * b``),
-        and the same order after a resume as in an uninterrupted run (with ``balance="sampler"``
-        the draws are seeded once, not per epoch). The seed is the run's, see :func:`_global_seed`.
+        and the same order after a resume as in an uninterrupted run, also in the middle of
+        an epoch (:class:`ResumableSampler`). With ``balance="sampler"`` the draws are
+        seeded once, not per epoch, and a resume restarts the epoch's draws. The seed is
+        the run's, see :func:`_global_seed`.
         """
         seed = _global_seed()
         if self.balance == "sampler":  # Lightning spreads it over DDP processes itself
@@ -129,7 +164,24 @@ class InMemoryDataModule(pl.LightningDataModule):
             generator = torch.Generator().manual_seed(seed)
             return WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.sampler = ResumableSampler(dataset, world, rank, seed, self.batch_size)
+        if self._resume:
+            self.sampler.resume_at(self._resume["epoch"], self._resume["batches_done"])
+        return self.sampler
+
+    # where a run is inside its epoch travels in checkpoints (Lightning saves a data module's state)
+    def state_dict(self) -> dict[str, int]:
+        return {} if self.sampler is None else {"epoch": self.sampler.epoch, "batches_done": self.sampler.batches_done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = dict(state_dict)
+        if self.sampler is not None and state_dict:
+            self.sampler.resume_at(state_dict["epoch"], state_dict["batches_done"])
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.sampler is not None and self.trainer is not None and self.trainer.training:
+            self.sampler.batches_done += 1
+        return batch
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         dataset = self.splits[split]

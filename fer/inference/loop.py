@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -52,6 +53,13 @@ def _stop_on_signals(state: dict[str, Any]) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _check_space(folder: Path, frame_bytes: int) -> None:
+    """Raise before the disk is full: OpenCV's video writer fails silently when it is."""
+    free = shutil.disk_usage(folder).free
+    if free < max(2**20, frame_bytes):
+        raise OSError(f"{folder}: no space left on device ({free} bytes free); outputs so far are in .partial files")
+
+
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(data, indent=2))
@@ -93,7 +101,9 @@ def run(
     Raises:
         FileExistsError, FileNotFoundError, ValueError: see :class:`Source` and above.
         RuntimeError: ``display=true`` without a display. OSError: an output could not be
-        written (a full disk, say); the message names it.
+        written, or less than a frame's worth (at least 1 MiB) of disk space is left; the
+        message names the file or folder, and what was written stays in the hidden
+        ``.partial`` files (never under the outputs' real names).
     """
     if predictions not in ("csv", "jsonl"):
         raise ValueError(f"predictions must be csv or jsonl, not {predictions!r}")
@@ -132,7 +142,11 @@ def run(
                 tick = time.perf_counter()
                 draw(frame.image, faces, fps if src.is_video else None)
                 tick = times.add("draw", tick)
-                writer.write(frame, faces)
+                try:
+                    writer.write(frame, faces)
+                except OSError as error:
+                    raise OSError(f"{pred_path}: could not write predictions ({error.strerror or error})") from None
+                _check_space(out, frame.image.nbytes)
                 if media is not None and src.is_video:
                     if video is None:
                         h, w = frame.image.shape[:2]

@@ -15,6 +15,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
 def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str = "") -> plt.Figure:
@@ -179,7 +180,9 @@ class EpochSeed(pl.Callback):
     The seed is a function of ``(seed, epoch, global rank)`` alone, so augmentation and
     dropout in epoch ``e`` draw the same numbers whether the run got there uninterrupted
     or resumed from a checkpoint (the training order is seeded the same way by the data
-    modules' sampler). Each DDP process gets its own stream.
+    modules' sampler). Each DDP process gets its own stream. Checkpoints also carry the
+    generators' states: a run resumed in the middle of an epoch (after a SIGTERM) goes on
+    from exactly where it stopped.
 
     Args:
         seed: the run's seed; ``None`` disables reseeding.
@@ -187,8 +190,21 @@ class EpochSeed(pl.Callback):
 
     def __init__(self, seed: int | None) -> None:
         self.seed = seed
+        self.epoch = 0
+        self._restored: dict[str, Any] | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning does not call on_train_epoch_start when it resumes inside an epoch:
+        # the generators go on from the checkpoint's states (an epoch start reseeds anyway)
+        restored, self._restored = self._restored, None
+        if self.seed is not None and restored is not None:
+            self.epoch = restored["epoch"]
+            torch.set_rng_state(restored["torch"])
+            np.random.set_state(("MT19937", restored["numpy"].numpy().astype(np.uint32), *restored["numpy_pos"]))
+            random.setstate((restored["random"][0], tuple(restored["random"][1]), restored["random"][2]))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epoch = trainer.current_epoch
         if self.seed is None:
             return
         state = np.random.SeedSequence([self.seed, trainer.current_epoch, trainer.global_rank]).generate_state(1)
@@ -196,3 +212,41 @@ class EpochSeed(pl.Callback):
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        _, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        return {
+            "epoch": self.epoch,
+            "torch": torch.get_rng_state(),
+            "numpy": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_pos": [int(pos), int(has_gauss), float(cached)],
+            "random": [version, list(internal), gauss],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict) if "torch" in state_dict else None
+
+
+class SaveOnSigterm(pl.Callback):
+    """On SIGTERM, writes ``last.ckpt`` of where the run stopped (Lightning stops after the current batch).
+
+    With the data module's position in the epoch and :class:`EpochSeed`'s generator
+    states in it, ``ckpt_path=last`` continues the run to the result of an uninterrupted
+    one. The file is written under a temporary name and renamed.
+
+    Args:
+        dirpath: the checkpoints folder of the run.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or not trainer.training:
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        partial = self.dirpath / ".last.ckpt.partial"
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            partial.replace(self.dirpath / "last.ckpt")

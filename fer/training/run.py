@@ -124,7 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         except SIGTERMException:  # Lightning stops after the current batch; a scheduler must see a failure
-            log.warning("stopped by SIGTERM; last.ckpt holds the last finished epoch: resume with ckpt_path=last")
+            log.warning("stopped by SIGTERM; last.ckpt holds where it stopped: resume with ckpt_path=last")
             raise SystemExit(143) from None
         ckpt_path = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         if ckpt_path is None:
