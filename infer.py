@@ -27,6 +27,8 @@ def main(cfg: DictConfig) -> None:
         margin=cfg.margin,
         landmarks=cfg.landmarks,
         max_image_side=cfg.max_image_side,
+        backend=cfg.backend,
+        onnx_cache=cfg.onnx_cache,
     )
     summary = run(
         recognizer,

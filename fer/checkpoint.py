@@ -185,3 +185,84 @@ def slim_checkpoint(source: str | Path, target: str | Path, overwrite: bool = Fa
     torch.save(slim, partial)
     partial.replace(target)
     return target
+
+
+class _Probabilities(torch.nn.Module):
+    """The classifier's prediction as one graph: normalised inputs -> class probabilities (mirror-averaged
+    when the model was trained with ``tta_flip``), as :meth:`EmotionClassifier.predict_proba` computes them."""
+
+    def __init__(self, model: EmotionClassifier) -> None:
+        super().__init__()
+        self.net, self.tta_flip = model.net, bool(model.hparams.get("tta_flip"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.net(x).float().softmax(-1)
+        return (p + self.net(x.flip(-1)).float().softmax(-1)) / 2 if self.tta_flip else p
+
+
+def export_onnx(source: str | Path | None, target: str | Path, overwrite: bool = False, opset: int = 18) -> Path:
+    """Export a classifier to ONNX (torch's dynamo exporter) for onnxruntime; returns ``target``.
+
+    The graph maps a normalised ``float32`` batch (input ``faces`` ``(batch, C, S, S)`` or
+    ``clips`` ``(batch, T, C, S, S)``; the batch axis is dynamic) to ``probabilities``
+    ``(batch, classes)``, mirror test-time augmentation included where the model uses it.
+    The metadata holds what a plain onnxruntime script needs: ``class_names`` (JSON),
+    ``kind``, ``input_size``, ``channels``, ``clip_length``, ``mean`` and ``std`` (the input
+    is ``(grey / 255 - mean) / std``).
+
+    Raises:
+        FileExistsError: ``target`` exists and not ``overwrite``.
+        FileNotFoundError, CheckpointError: see :func:`load_classifier`; also a landmark
+            model (its 2,278 input features come from dlib, outside the graph), or a network
+            the exporter cannot translate (the exporter's reason is given).
+        ImportError: ``onnx``/``onnxscript`` missing (``pip install 'fer[onnx]'``).
+    """
+    import json
+
+    import onnx
+
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    model, settings = load_classifier(source)
+    if settings["kind"] == "features":
+        raise CheckpointError(
+            f"{source}: a landmark model; its inputs are 2,278 landmark distances computed outside the network, "
+            "so an ONNX file of it alone would not classify faces"
+        )
+    size, channels, clip = settings["image_size"], settings["channels"], settings["clip_length"]
+    name = "clips" if clip else "faces"
+    example = torch.zeros(2, *((clip,) if clip else ()), channels, size, size)
+    wrapper = _Probabilities(model.float().eval())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.stem}.partial.onnx")
+    try:
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            input_names=[name],
+            output_names=["probabilities"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{source}: the ONNX exporter cannot translate this network: {reason}") from error
+    program.save(str(partial))
+    onnx_model = onnx.load(str(partial))
+    metadata = {
+        "class_names": json.dumps(model.class_names),
+        "kind": settings["kind"],
+        "input_size": str(size),
+        "channels": str(channels),
+        "clip_length": str(clip or 0),
+        "mean": str(settings["mean"]),
+        "std": str(settings["std"]),
+        "tta_flip": str(wrapper.tta_flip),
+    }
+    onnx.helper.set_model_props(onnx_model, metadata)
+    onnx.save(onnx_model, str(partial))
+    partial.replace(target)
+    return target

@@ -1,7 +1,10 @@
-"""Slim a train.py checkpoint for shipping: ``python -m fer.export BEST.ckpt OUT.ckpt [--overwrite]``.
+"""Export a train.py checkpoint: ``python -m fer.export BEST.ckpt OUT.{ckpt,onnx} [--overwrite]``.
 
-See :func:`fer.checkpoint.slim_checkpoint`: float16 weights, the model's
-hyper-parameters and the input settings; no optimizer state, no data paths.
+The format follows the target's suffix: ``.ckpt`` is a slim checkpoint
+(:func:`fer.checkpoint.slim_checkpoint`: float16 weights, the model's hyper-parameters
+and input settings; no optimizer state, no data paths), ``.onnx`` an ONNX graph for
+onnxruntime with its preprocessing and class names in the metadata
+(:func:`fer.checkpoint.export_onnx`; needs ``pip install 'fer[onnx]'``).
 """
 
 from __future__ import annotations
@@ -10,18 +13,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer.checkpoint import CheckpointError, slim_checkpoint
+from fer.checkpoint import CheckpointError, export_onnx, slim_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="a checkpoint written by train.py")
-    parser.add_argument("target", type=Path, help="where to write the slim .ckpt")
+    parser.add_argument("target", type=Path, help="where to write: a slim .ckpt or an .onnx graph")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
     args = parser.parse_args(argv)
+    if args.target.suffix not in (".ckpt", ".onnx"):
+        print(f"error: {args.target}: the target must end in .ckpt or .onnx", file=sys.stderr)
+        return 2
+    export = export_onnx if args.target.suffix == ".onnx" else slim_checkpoint
     try:
-        path = slim_checkpoint(args.source, args.target, args.overwrite)
-    except (FileNotFoundError, FileExistsError, CheckpointError) as error:
+        path = export(args.source, args.target, args.overwrite)
+    except (FileNotFoundError, FileExistsError, CheckpointError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")

@@ -11,10 +11,11 @@ import cv2
 import numpy as np
 import torch
 
-from fer.checkpoint import CheckpointError, load_classifier
+from fer.checkpoint import CheckpointError
 from fer.device import resolve_device
 from fer.face.crops import crop_faces, preprocess
 from fer.face.detection import Detection, FaceDetector, detect_scaled, make_detector
+from fer.inference.backends import make_backend
 from fer.inference.timing import StageTimes
 
 
@@ -71,6 +72,10 @@ class EmotionRecognizer:
         margin: crop margin, see :func:`~fer.face.crops.crop_faces`.
         landmarks: ask the detector for 68 landmarks (face-alignment only).
         max_age: frames a track survives without a matching detection.
+        backend: ``"torch"`` or ``"onnxruntime"`` (``ckpt_path`` an ``.onnx`` file, or a
+            checkpoint exported on the fly into ``onnx_cache``); see
+            :mod:`fer.inference.backends`.
+        onnx_cache: folder of the graphs exported on the fly.
         max_image_side: a still image (``predict(track=False)``) is searched in a copy
             whose longest side is at most this many pixels (an 8000x6000 photo otherwise
             costs gigabytes and finds false faces in skin texture).
@@ -93,22 +98,22 @@ class EmotionRecognizer:
         landmarks: bool = False,
         max_age: int = 5,
         max_image_side: int = 1920,
+        backend: str = "torch",
+        onnx_cache: str | Path = "outputs/cache/onnx",
     ) -> None:
         if not 0 < detect_scale <= 1:
             raise ValueError(f"detect_scale must be in (0, 1], not {detect_scale}")
         if max_image_side < 32:
             raise ValueError(f"max_image_side must be at least 32 pixels, not {max_image_side}")
         self.device = resolve_device(device)
-        model, self.settings = load_classifier(ckpt_path)
+        self.backend = make_backend(ckpt_path, backend, self.device, onnx_cache)
+        self.settings = self.backend.settings
         if self.settings["kind"] == "features":
             raise CheckpointError(
                 f"{ckpt_path}: this model classifies {self.settings['in_features']} landmark distances "
                 "(data=*_landmarks), not face crops; give infer.py an image or clip model"
             )
-        self.model = model.to(self.device)
-        if self.device.startswith("cuda"):
-            self.model = self.model.half()
-        self.class_names = self.model.class_names
+        self.class_names = self.backend.class_names
         if isinstance(detector, str):
             detector = make_detector(detector, self.device, landmarks)
         self.detector, self.detect_scale = detector, detect_scale
@@ -126,7 +131,7 @@ class EmotionRecognizer:
     @property
     def clip_length(self) -> int | None:
         """Frames a clip model (C3D, CNN-LSTM) sees per prediction; ``None`` for image models."""
-        return getattr(self.model.net, "clip_length", None)
+        return self.settings["clip_length"]
 
     def crops(self, image_bgr: np.ndarray, boxes: list[np.ndarray]) -> torch.Tensor:
         """``uint8 (len(boxes), C, S, S)`` face crops as the model's training data had them."""
@@ -144,8 +149,7 @@ class EmotionRecognizer:
             return np.zeros((0, len(self.class_names)), np.float32)
         flat = crops.flatten(0, 1) if crops.ndim == 5 else crops
         x = preprocess(flat.to(self.device), None, self.settings["mean"], self.settings["std"])
-        x = x.view(crops.shape).to(next(self.model.parameters()).dtype)
-        return self.model.predict_proba(x).float().cpu().numpy()
+        return self.backend(x.view(crops.shape))
 
     def classify(self, image_bgr: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
         """Probabilities ``float32 (len(boxes), num_classes)`` of the faces in ``boxes`` of one image.

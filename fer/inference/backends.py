@@ -1,0 +1,114 @@
+"""What computes the class probabilities of prepared faces: PyTorch, or onnxruntime on an exported graph."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, export_onnx, load_classifier
+
+
+class TorchBackend:
+    """An :class:`~fer.training.module.EmotionClassifier` on ``device`` (half precision on CUDA).
+
+    Attributes:
+        class_names: one name per output. settings: see :func:`fer.checkpoint.input_settings`.
+    """
+
+    def __init__(self, ckpt_path: str | Path | None, device: str = "cpu") -> None:
+        model, self.settings = load_classifier(ckpt_path)
+        self.model = model.to(device)
+        if device.startswith("cuda"):
+            self.model = self.model.half()
+        self.class_names: list[str] = list(model.class_names)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        """``float32 (B, classes)`` probabilities of a normalised batch ``(B, C, S, S)`` or ``(B, T, C, S, S)``."""
+        x = x.to(next(self.model.parameters()).dtype)
+        return self.model.predict_proba(x).float().cpu().numpy()
+
+
+class OnnxBackend:
+    """An ONNX graph written by :func:`fer.checkpoint.export_onnx`, run by onnxruntime.
+
+    Args:
+        path: the ``.onnx`` file; its metadata gives the class names and input settings.
+        device: ``"cuda"`` uses onnxruntime's CUDA execution provider where it is present.
+
+    Raises:
+        FileNotFoundError: no such file. CheckpointError: not a graph exported by fer (no
+        class names in its metadata) or not readable by onnxruntime.
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as error:
+            raise CheckpointError(f"{path}: not an ONNX model onnxruntime can run ({error})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "class_names" not in meta:
+            raise CheckpointError(f"{path}: no class_names in its metadata; export it with python -m fer.export")
+        self.class_names = json.loads(meta["class_names"])
+        self.settings: dict[str, Any] = {
+            "kind": meta["kind"],
+            "image_size": int(meta["input_size"]),
+            "channels": int(meta["channels"]),
+            "clip_length": int(meta["clip_length"]) or None,
+            "in_features": None,
+            "mean": float(meta["mean"]),
+            "std": float(meta["std"]),
+        }
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        """``float32 (B, classes)`` probabilities of a normalised batch, as :class:`TorchBackend` gives them."""
+        (probabilities,) = self.session.run(["probabilities"], {self.input_name: x.float().cpu().numpy()})
+        return probabilities
+
+
+def onnx_for(ckpt_path: str | Path | None, cache_dir: str | Path) -> Path:
+    """The ONNX graph of a checkpoint, exported once into ``cache_dir`` (named by the file's SHA-1)."""
+    path = Path(str(SHIPPED_CHECKPOINT)) if ckpt_path is None else Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+    target = Path(cache_dir) / f"{path.stem}_{digest}.onnx"
+    if not target.exists():
+        export_onnx(path, target)
+    return target
+
+
+def make_backend(
+    ckpt_path: str | Path | None,
+    backend: str = "torch",
+    device: str = "cpu",
+    onnx_cache: str | Path = "outputs/cache/onnx",
+) -> TorchBackend | OnnxBackend:
+    """``"torch"`` or ``"onnxruntime"`` (an ``.onnx`` file as it is; a checkpoint exported on the fly, cached).
+
+    Raises:
+        ValueError: unknown backend; a ``.onnx`` file with ``backend="torch"``.
+    """
+    is_onnx = ckpt_path is not None and Path(ckpt_path).suffix == ".onnx"
+    if backend == "torch":
+        if is_onnx:
+            raise ValueError(f"{ckpt_path}: an ONNX graph runs with backend=onnxruntime")
+        return TorchBackend(ckpt_path, device)
+    if backend == "onnxruntime":
+        return OnnxBackend(ckpt_path if is_onnx else onnx_for(ckpt_path, onnx_cache), device)
+    raise ValueError(f"unknown backend {backend!r}; use torch or onnxruntime")

@@ -1,0 +1,133 @@
+"""ONNX export and the onnxruntime backend: parity with PyTorch on real faces and clips."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, export_onnx, load_classifier
+from fer.data import FER2013DataModule
+from fer.export import main as export_main
+from fer.face.crops import preprocess
+from fer.inference.backends import OnnxBackend, TorchBackend
+from fer.inference.loop import run
+from fer.inference.recognizer import EmotionRecognizer
+from fer.training.module import EmotionClassifier
+from tests.conftest import DATA, FER2013_CSV, need
+
+ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+
+
+@pytest.fixture(scope="module")
+def shipped_onnx(tmp_path_factory):
+    return export_onnx(SHIPPED_CHECKPOINT, tmp_path_factory.mktemp("onnx") / "shipped.onnx")
+
+
+def test_parity_on_256_real_privatetest_faces(shipped_onnx):
+    dm = FER2013DataModule()  # the real sample shipped in the package: 350 PrivateTest faces
+    dm.setup()
+    faces = dm.splits["test"].tensors[0][:256]
+    x = preprocess(faces)
+    torch_p, onnx_p = TorchBackend(None)(x), OnnxBackend(shipped_onnx)(x)
+    assert onnx_p.shape == (256, 7) and np.abs(onnx_p - torch_p).max() < 1e-4
+    assert (onnx_p.argmax(1) == torch_p.argmax(1)).all()
+
+
+def test_a_plain_onnxruntime_script_needs_nothing_from_fer(shipped_onnx):
+    import cv2
+
+    session = ort.InferenceSession(str(shipped_onnx), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    names, size = json.loads(meta["class_names"]), int(meta["input_size"])
+    assert names == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"] and size == 48
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("faces", ["batch", 1, 48, 48])]
+    face = cv2.resize(np.full((100, 100), 128, np.uint8), (size, size), interpolation=cv2.INTER_AREA)
+    x = ((face / 255.0 - float(meta["mean"])) / float(meta["std"])).astype(np.float32)[None, None]
+    (p,) = session.run(["probabilities"], {"faces": np.concatenate([x, x, x])})
+    assert p.shape == (3, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def _clip_checkpoint(path, net):
+    torch.manual_seed(0)
+    model = EmotionClassifier(net, class_names=[f"c{k}" for k in range(8)])
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        {"_target_": "fer.models.C3D", "num_classes": 8, "clip_length": 8, "width": 8},
+        {"_target_": "fer.models.CNNLSTM", "frame_net": {"_target_": "fer.models.shallow_cnn"}, "num_classes": 8,
+         "clip_length": 8},
+    ],
+    ids=["c3d", "cnn_lstm"],
+)  # fmt: skip
+def test_clip_models_export_with_parity_on_baum2_clips(tmp_path, net):
+    from fer.data import BAUM2DataModule
+
+    ckpt = _clip_checkpoint(tmp_path / "clip.ckpt", net)
+    graph = export_onnx(ckpt, tmp_path / "clip.onnx")
+    dm = BAUM2DataModule(str(need(DATA / "baum2" / "Extracted")), clip_length=8)
+    dm.setup()
+    clips = dm.splits["test"].tensors[0][:6]
+    x = preprocess(clips.flatten(0, 1), None, dm.mean, dm.std).view(*clips.shape)
+    torch_p, onnx_p = TorchBackend(ckpt)(x), OnnxBackend(graph)(x)
+    assert onnx_p.shape == (6, 8) and np.abs(onnx_p - torch_p).max() < 1e-4
+    assert (onnx_p.argmax(1) == torch_p.argmax(1)).all()
+
+
+def test_export_cli_refuses_what_it_cannot_export(tmp_path, capsys):
+    net = {"_target_": "fer.models.LandmarkMLP", "num_classes": 7, "in_features": 2278}
+    model = EmotionClassifier(net, class_names=list("abcdefg"))
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, tmp_path / "mlp.ckpt")
+    assert export_main([str(tmp_path / "mlp.ckpt"), str(tmp_path / "mlp.onnx")]) == 2
+    assert "landmark model" in capsys.readouterr().err and not (tmp_path / "mlp.onnx").exists()
+    assert export_main([str(SHIPPED_CHECKPOINT), str(tmp_path / "model.pt")]) == 2
+    assert "must end in .ckpt or .onnx" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="no class_names"):
+        import onnx
+
+        graph = onnx.load(str(export_onnx(SHIPPED_CHECKPOINT, tmp_path / "plain.onnx")))
+        del graph.metadata_props[:]
+        onnx.save(graph, str(tmp_path / "plain.onnx"))
+        OnnxBackend(tmp_path / "plain.onnx")
+
+
+def test_recognizer_on_onnxruntime_gives_the_same_faces(tmp_path):
+    video = need(DATA / "videos" / "single_face.mp4")
+    cache = tmp_path / "cache"
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        recognizer = EmotionRecognizer(detector="haar", device="cpu", backend=backend, onnx_cache=cache)
+        run(recognizer, video, tmp_path / backend, display=False, predictions="jsonl")
+        lines = (tmp_path / backend / "predictions.jsonl").read_text().splitlines()
+        results[backend] = [json.loads(line) for line in lines]
+    assert len(list(cache.glob("fer2013_deep_cnn_*.onnx"))) == 1  # exported once, on the fly
+    torch_rows, onnx_rows = results["torch"], results["onnxruntime"]
+    assert [r["label"] for r in onnx_rows] == [r["label"] for r in torch_rows] and len(torch_rows) >= 60
+    worst = max(
+        abs(a["probabilities"][c] - b["probabilities"][c])
+        for a, b in zip(torch_rows, onnx_rows)
+        for c in a["probabilities"]
+    )
+    assert worst <= 2e-4  # rows are rounded to 4 decimals
+
+
+@pytest.mark.slow
+def test_shipped_model_on_the_full_privatetest_through_onnxruntime(shipped_onnx):
+    dm = FER2013DataModule(str(need(FER2013_CSV)), batch_size=512)
+    dm.setup()
+    images, labels = dm.splits["test"].tensors
+    backend = OnnxBackend(shipped_onnx)
+    onnx_pred = np.concatenate([backend(preprocess(images[k : k + 512])).argmax(1) for k in range(0, len(labels), 512)])
+    model = load_classifier(SHIPPED_CHECKPOINT)[0]
+    with torch.inference_mode():
+        torch_pred = torch.cat(
+            [model.predict_proba(preprocess(images[k : k + 512])).argmax(1) for k in range(0, len(labels), 512)]
+        )
+    assert len(labels) == 3589
+    onnx_correct = int((torch.from_numpy(onnx_pred) == labels).sum())
+    torch_correct = int((torch_pred == labels).sum())
+    assert abs(onnx_correct - torch_correct) <= 1, (onnx_correct, torch_correct)
