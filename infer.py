@@ -7,6 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from fer.config import register_resolvers
+from fer.device import set_thread_budget
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
 
@@ -17,6 +18,7 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
+    set_thread_budget(cfg.threads)
     recognizer = EmotionRecognizer(
         ckpt_path=cfg.ckpt_path,
         detector=cfg.detector,
@@ -26,6 +28,9 @@ def main(cfg: DictConfig) -> None:
         smoothing=cfg.smoothing,
         margin=cfg.margin,
         landmarks=cfg.landmarks,
+        max_age=cfg.max_age,
+        min_score=cfg.min_score,
+        download=cfg.download,
         max_image_side=cfg.max_image_side,
         backend=cfg.backend,
         onnx_cache=cfg.onnx_cache,

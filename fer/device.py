@@ -35,3 +35,16 @@ def resolve_device(device: str = "auto") -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("device=cuda asked for, but torch sees no CUDA GPU; use device=cpu or auto")
     return device
+
+
+def set_thread_budget(threads: int) -> None:
+    """Use at most ``threads`` threads in torch and in OpenCV (0: leave both at their defaults).
+
+    Their default pools each take every core; in a loop that detects (OpenCV, torch) and
+    classifies (torch) they fight over the same cores (``benchmarks/detectors.py``).
+    """
+    if threads > 0:
+        import cv2
+
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)

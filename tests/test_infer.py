@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from fer.checkpoint import CheckpointError, load_classifier
-from fer.face.detection import FaceAlignmentDetector, HaarDetector, face_alignment_cache, make_detector
+from fer.face.detection import (
+    BlazeFaceDetector,
+    FaceAlignmentDetector,
+    HaarDetector,
+    detect_scaled,
+    face_alignment_cache,
+    make_detector,
+)
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
 from tests.conftest import DATA, ROOT, need, run_infer
@@ -139,7 +146,7 @@ def test_face_alignment_adapter_with_random_weights(random_face_alignment):
     assert isinstance(boxes_only, FaceAlignmentDetector)
     found = boxes_only(image[::4, ::4].copy())  # random weights: any number of boxes, of the right kind
     assert all(d.box.shape == (4,) and d.landmarks is None for d in found)
-    detector = FaceAlignmentDetector("cpu", "sfd", landmarks=True)
+    detector = FaceAlignmentDetector("cpu", landmarks=True)
     box = np.array([150, 100, 400, 400], dtype=np.float32)
     (points,) = detector.landmarks_for(image, [box])
     assert points.shape == (68, 2) and points.dtype == np.float32
@@ -152,9 +159,93 @@ def test_face_alignment_adapter_with_random_weights(random_face_alignment):
 
 def test_missing_face_alignment_weights_say_where(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"s3fd-619a316812.pth[\s\S]*2DFAN4-11f355bf06.pth.tar"):
-        FaceAlignmentDetector("cpu", "sfd", landmarks=True)
-    assert isinstance(make_detector("auto"), HaarDetector)
+    with pytest.raises(FileNotFoundError, match=r"download=false[\s\S]*s3fd-619a316812.pth[\s\S]*2DFAN4"):
+        FaceAlignmentDetector("cpu", landmarks=True, download=False)
+    assert isinstance(make_detector("auto"), BlazeFaceDetector)  # never Haar
+
+
+def test_first_use_download_with_the_fetch_replaced(tmp_path, monkeypatch):
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    import fer.face.detection as detection
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    fetched = []
+
+    def offline(url, path, timeout):
+        fetched.append((url, timeout))
+        raise OSError("<urlopen error [Errno 101] Network is unreachable>")
+
+    monkeypatch.setattr(detection, "fetch", offline)
+    with pytest.raises(FileNotFoundError, match=r"the download failed: .*unreachable[\s\S]*s3fd-619a316812.pth"):
+        FaceAlignmentDetector("cpu")
+    assert fetched == [(detection.FACE_ALIGNMENT_FILES["sfd"]["s3fd-619a316812.pth"], 10.0)]
+
+    def online(url, path, timeout):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(s3fd().state_dict(), path)  # what the address serves: S3FD's weights (random here)
+
+    monkeypatch.setattr(detection, "fetch", online)
+    assert isinstance(make_detector("sfd"), FaceAlignmentDetector)
+    assert not detection.missing_face_alignment_files(("sfd",))
+    assert isinstance(make_detector("auto"), FaceAlignmentDetector)  # cached now: auto takes S3FD
+
+
+def test_detectors_count_the_faces_of_real_photos():
+    import cv2
+
+    counts = {"multi_face.jpg": 5, "two_people.jpg": 2, "obama.jpg": 1, "grass.jpg": 0, "BWPictureHuman.jpg": 1}
+    detector = make_detector("blazeface")
+    for name, expected in counts.items():
+        found = detect_scaled(detector, cv2.imread(str(need(PHOTOS / name))))
+        assert len(found) == expected, name
+        scores = [d.score for d in found]
+        assert scores == sorted(scores, reverse=True) and all(0.5 <= s <= 1 for s in scores)
+    haar = HaarDetector()(cv2.imread(str(PHOTOS / "obama.jpg")))
+    assert haar and all(d.score is None for d in haar)  # Haar gives no score, and none is made up
+
+
+def test_one_person_keeps_one_track_and_scores_are_real(tmp_path):
+    recognizer = EmotionRecognizer(device="cpu")  # auto: the shipped BlazeFace here
+    summary = run(recognizer, need(VIDEOS / "single_face.mp4"), tmp_path, display=False)
+    rows = _rows(tmp_path / "predictions.csv")
+    assert summary["frames_with_face"] == 72 and {r["face"] for r in rows} == {"1"}
+    assert all(0.5 <= float(r["score"]) <= 1 for r in rows)
+    haar = EmotionRecognizer(detector="haar", device="cpu")
+    run(haar, need(PHOTOS / "single_face.jpg"), tmp_path / "haar", display=False)
+    assert [r["score"] for r in _rows(tmp_path / "haar" / "predictions.csv")] == [""]
+
+
+def test_a_face_refound_near_where_it_was_lost_keeps_its_id():
+    boxes = iter([[np.array([100, 100, 200, 200.0])]] * 3 + [[]] * 10 + [[np.array([130, 120, 240, 235.0])]])
+
+    recognizer = EmotionRecognizer(detector=lambda image: [], device="cpu", detect_every=1)
+    recognizer.detector = lambda image: [__import__("fer").face.detection.Detection(b, 0.9) for b in next(boxes)]
+    image = np.zeros((360, 640, 3), np.uint8)
+    ids = [tuple(f.track_id for f in recognizer.predict(image)) for _ in range(14)]
+    assert ids[0] == ids[2] == (1,) and ids[3:13] == [()] * 10 and ids[13] == (1,)  # a 10-frame look-down
+
+
+def test_landmarks_work_offline_with_dlib(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no 2D-FAN weights
+    recognizer = EmotionRecognizer(device="cpu", landmarks=True, download=False)
+    import cv2
+
+    (face,) = recognizer.predict(cv2.imread(str(need(PHOTOS / "single_face.jpg"))), track=False)
+    x1, y1, x2, y2 = face.box
+    assert face.landmarks.shape == (68, 2)
+    assert (face.landmarks[:, 0] > x1 - 20).all() and (face.landmarks[:, 0] < x2 + 20).all()
+    assert (face.landmarks[:, 1] > y1 - 20).all() and (face.landmarks[:, 1] < y2 + 40).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: the GPU path runs where one is")
+def test_detection_and_classification_on_cuda():
+    import cv2
+
+    recognizer = EmotionRecognizer(device="cuda")
+    assert next(recognizer.backend.model.parameters()).dtype == torch.float16  # half precision classifier
+    faces = recognizer.predict(cv2.imread(str(need(PHOTOS / "multi_face.jpg"))), track=False)
+    assert len(faces) == 5
 
 
 @pytest.mark.slow

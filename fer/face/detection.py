@@ -1,13 +1,19 @@
-"""Face detectors behind one small interface: face-alignment (GPU) and OpenCV's Haar cascade.
+"""Face detectors behind one small interface: BlazeFace and S3FD from face-alignment, dlib's HOG, OpenCV's Haar.
 
-Every detector maps a BGR ``uint8`` image ``(H, W, 3)`` to a list of
-:class:`Detection` with boxes in pixels of that image.
+Every detector maps a BGR ``uint8`` image ``(H, W, 3)`` to a list of :class:`Detection`
+with boxes in pixels of that image. BlazeFace's weights (Bazarevsky et al. 2019,
+MediaPipe; converted to PyTorch by M. Hollemans, Apache-2.0, licence beside them) ship
+in ``fer/face/weights/blazeface``; S3FD's and 2D-FAN's are fetched into torch hub's cache
+on first use where the network allows it.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import urllib.request
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +23,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
+#: The BlazeFace files shipped with the package: the front-camera (128 px) and back-camera (256 px) models.
+BLAZEFACE_DIR = resources.files("fer.face") / "weights" / "blazeface"
+#: Detector names for :func:`make_detector`.
+DETECTORS = ("auto", "blazeface", "blazeface_front", "sfd", "dlib", "haar")
+
 
 @dataclass
 class Detection:
@@ -24,12 +35,13 @@ class Detection:
 
     Attributes:
         box: ``(x1, y1, x2, y2)`` float pixels of the image.
-        score: detector confidence (1.0 for the Haar cascade, which gives none).
+        score: detector confidence in [0, 1] (dlib: the logistic of its SVM margin), or ``None`` where the
+            detector gives none (the Haar cascade).
         landmarks: ``(68, 2)`` float pixels in iBUG 68-point order, or ``None``.
     """
 
     box: np.ndarray
-    score: float = 1.0
+    score: float | None = None
     landmarks: np.ndarray | None = None
 
 
@@ -38,7 +50,7 @@ class FaceDetector(Protocol):
 
 
 class HaarDetector:
-    """OpenCV's frontal-face Haar cascade (Viola & Jones 2001), bundled with opencv-python 4.x.
+    """OpenCV's frontal-face Haar cascade (Viola & Jones 2001), bundled with opencv-python 4.x. Gives no scores.
 
     Args:
         min_neighbors: cascade's ``minNeighbors`` (higher: fewer false positives, more
@@ -63,13 +75,67 @@ class HaarDetector:
         return [Detection(np.array([x, y, x + w, y + h], dtype=np.float32)) for x, y, w, h in boxes]
 
 
-#: Weight files face-alignment fetches into ``$TORCH_HOME/hub/checkpoints`` (file name -> address).
+class DlibDetector:
+    """dlib's HOG + linear SVM frontal-face detector (CPU, offline).
+
+    Scores are the logistic of the SVM's margin, so 0.5 is dlib's own threshold (margin 0).
+
+    Args:
+        upsample: times the image is doubled first (finds faces under ~80 px; 4x slower each).
+    """
+
+    def __init__(self, upsample: int = 0) -> None:
+        import dlib
+
+        self.detector, self.upsample = dlib.get_frontal_face_detector(), upsample
+
+    def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
+        rgb = np.ascontiguousarray(image_bgr[..., ::-1])
+        rects, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
+        return [
+            Detection(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float32), 1 / (1 + np.exp(-s)))
+            for r, s in zip(rects, scores)
+        ]
+
+
+class BlazeFaceDetector:
+    """BlazeFace through face-alignment, with the weights shipped in the package.
+
+    face-alignment's BlazeFace sees only the centre square of an image; here the image is
+    padded to a square first (below and right, so boxes keep their coordinates), so faces
+    anywhere in a wide frame are found.
+
+    Args:
+        device: ``"cuda"`` or ``"cpu"``.
+        back_model: the back-camera, full-range model (256 px input; faces far away) or
+            the front-camera model (128 px; selfie range).
+        min_score: detections below this confidence are dropped.
+    """
+
+    def __init__(self, device: str = "cpu", back_model: bool = True, min_score: float = 0.5) -> None:
+        from face_alignment.detection.blazeface.blazeface_detector import BlazeFaceDetector as FABlazeFace
+
+        stem = "back" if back_model else ""
+        weights = Path(str(BLAZEFACE_DIR)) / f"blazeface{stem}.pth"
+        anchors = Path(str(BLAZEFACE_DIR)) / f"anchors{stem}.npy"
+        self.detector = FABlazeFace(
+            device, back_model=back_model, path_to_detector=str(weights), path_to_anchor=str(anchors),
+            min_score_thresh=min_score,
+        )  # fmt: skip
+
+    def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
+        h, w = image_bgr.shape[:2]
+        side = max(h, w)
+        rgb = np.zeros((side, side, 3), np.uint8)
+        rgb[:h, :w] = image_bgr[..., ::-1]
+        with torch.inference_mode():
+            found = [d for d in self.detector.detect_from_image(rgb) if len(d)]
+        return [Detection(np.clip(np.asarray(d[:4], dtype=np.float32), 0, [w, h, w, h]), float(d[4])) for d in found]
+
+
+#: Weight files face-alignment reads from ``$TORCH_HOME/hub/checkpoints`` (file name -> address).
 FACE_ALIGNMENT_FILES = {
     "sfd": {"s3fd-619a316812.pth": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"},
-    "blazeface": {
-        "blazeface.pth": "https://github.com/hollance/BlazeFace-PyTorch/blob/master/blazeface.pth?raw=true",
-        "anchors.npy": "https://github.com/hollance/BlazeFace-PyTorch/blob/master/anchors.npy?raw=true",
-    },
     "landmarks": {
         "2DFAN4-11f355bf06.pth.tar": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
     },
@@ -81,38 +147,62 @@ def face_alignment_cache() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def missing_face_alignment_files(face_detector: str = "sfd", landmarks: bool = True) -> list[Path]:
-    """The weight files face-alignment would have to download (it cannot here); empty when all are cached."""
-    names = dict(FACE_ALIGNMENT_FILES[face_detector])
-    if landmarks:
-        names |= FACE_ALIGNMENT_FILES["landmarks"]
+def missing_face_alignment_files(kinds: tuple[str, ...] = ("sfd",)) -> list[Path]:
+    """The weight files of ``kinds`` (``"sfd"``, ``"landmarks"``) not in the cache; empty when all are there."""
+    names = [name for kind in kinds for name in FACE_ALIGNMENT_FILES[kind]]
     return [face_alignment_cache() / name for name in names if not (face_alignment_cache() / name).exists()]
 
 
-class FaceAlignmentDetector:
-    """face-alignment's detector (S3FD or BlazeFace) and, optionally, its 2D-FAN 68 landmarks.
+def fetch(url: str, path: Path, timeout: float) -> None:
+    """Download ``url`` to ``path`` (through a ``.partial`` file); a connection that does not
+    answer within ``timeout`` seconds raises ``OSError`` (``URLError``, ``TimeoutError``)."""
+    partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
+        shutil.copyfileobj(response, out)
+    partial.replace(path)
 
-    Weights are only read from torch hub's cache: its download call can hang on a closed
-    network, so missing files raise before face-alignment is touched.
+
+def ensure_face_alignment_files(kinds: tuple[str, ...], download: bool = True, timeout: float = 10.0) -> None:
+    """Make sure the weight files of ``kinds`` are in torch hub's cache, fetching the missing ones
+    (face-alignment's own download is never reached, so a closed network fails in seconds).
+
+    Raises:
+        FileNotFoundError: a file is missing and ``download`` is false or the fetch failed;
+            the message names every file, where it goes and its address.
+    """
+    missing = missing_face_alignment_files(kinds)
+    urls = {name: url for kind in kinds for name, url in FACE_ALIGNMENT_FILES[kind].items()}
+    reason = "download=false"
+    if missing and download:
+        try:
+            for path in missing:
+                log.info("fetching %s (first use)", urls[path.name])
+                fetch(urls[path.name], path, timeout)
+            return
+        except OSError as error:
+            reason = f"the download failed: {error}"
+    if missing:
+        listing = "\n".join(f"  {p}  <- {urls[p.name]}" for p in missing_face_alignment_files(kinds))
+        raise FileNotFoundError(
+            f"face-alignment weights are missing ({reason}); put them here (TORCH_HOME moves the cache):\n{listing}"
+        )
+
+
+class FaceAlignmentDetector:
+    """face-alignment's S3FD (Zhang et al. 2017) and, optionally, its 2D-FAN 68 landmarks.
 
     Args:
         device: ``"cuda"`` or ``"cpu"``.
-        face_detector: ``"sfd"`` (accurate) or ``"blazeface"`` (fast, front camera).
-        landmarks: also predict the 68 iBUG landmarks of every face.
+        landmarks: also predict the 68 iBUG landmarks of every face (2D-FAN).
+        download: fetch missing weights on first use (see :func:`ensure_face_alignment_files`).
 
     Raises:
-        FileNotFoundError: a weight file is missing; the message names each file, where it
-            goes and its address.
+        FileNotFoundError: see :func:`ensure_face_alignment_files`.
     """
 
-    def __init__(self, device: str = "cpu", face_detector: str = "sfd", landmarks: bool = False) -> None:
-        missing = missing_face_alignment_files(face_detector, landmarks)
-        if missing:
-            urls = {**FACE_ALIGNMENT_FILES[face_detector], **FACE_ALIGNMENT_FILES["landmarks"]}
-            listing = "\n".join(f"  {p}  <- {urls[p.name]}" for p in missing)
-            raise FileNotFoundError(
-                f"face-alignment weights are missing (set TORCH_HOME to move the cache):\n{listing}"
-            )
+    def __init__(self, device: str = "cpu", landmarks: bool = False, download: bool = True) -> None:
+        ensure_face_alignment_files(("sfd", "landmarks") if landmarks else ("sfd",), download)
         import face_alignment
 
         self.landmarks = landmarks
@@ -120,21 +210,22 @@ class FaceAlignmentDetector:
             self.fa = face_alignment.FaceAlignment(
                 face_alignment.LandmarksType.TWO_D,
                 device=device,
-                face_detector=face_detector,
+                face_detector="sfd",
                 flip_input=False,
                 compile=device != "cpu",  # compiling costs minutes on a CPU
             )
             self.detector = self.fa.face_detector
         else:
-            module = __import__(f"face_alignment.detection.{face_detector}", fromlist=["FaceDetector"])
-            self.detector = module.FaceDetector(device=device)
+            from face_alignment.detection.sfd import FaceDetector as SFD
+
+            self.detector = SFD(device=device)
 
     def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
         rgb = np.ascontiguousarray(image_bgr[..., ::-1])
         with torch.inference_mode():
             found = [d for d in self.detector.detect_from_image(rgb.copy()) if len(d)]
         boxes = [np.asarray(d[:4], dtype=np.float32) for d in found]
-        scores = [float(d[4]) if len(d) > 4 else 1.0 for d in found]
+        scores = [float(d[4]) for d in found]
         points = self.landmarks_for(image_bgr, boxes, scores) if self.landmarks and boxes else [None] * len(boxes)
         return [Detection(b, s, p) for b, s, p in zip(boxes, scores, points)]
 
@@ -154,33 +245,64 @@ class FaceAlignmentDetector:
         return [np.asarray(p[:, :2], dtype=np.float32) for p in result]
 
 
-def detect_scaled(detector: FaceDetector, image_bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
-    """Faces of an image searched in a copy shrunk by ``scale``; boxes and landmarks in the image's pixels."""
-    if scale == 1.0:
-        return detector(image_bgr)
-    found = detector(cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
-    for d in found:
-        d.box = d.box / scale
-        d.landmarks = None if d.landmarks is None else d.landmarks / scale
-    return found
+class WithLandmarks:
+    """A detector whose faces get 68 iBUG landmarks from a landmarker (2D-FAN or dlib's predictor)."""
+
+    def __init__(self, detector: FaceDetector, landmarker) -> None:
+        self.detector, self.landmarker = detector, landmarker
+
+    def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
+        found = self.detector(image_bgr)
+        for d, points in zip(found, self.landmarker(image_bgr, [d.box for d in found]) if found else []):
+            d.landmarks = points
+        return found
 
 
-def make_detector(name: str = "auto", device: str = "cpu", landmarks: bool = False) -> FaceDetector:
-    """A detector by name: ``"face_alignment"``, ``"blazeface"``, ``"haar"`` or ``"auto"``.
+def detect_scaled(
+    detector: FaceDetector, image_bgr: np.ndarray, scale: float = 1.0, min_score: float = 0.0
+) -> list[Detection]:
+    """Faces of an image searched in a copy shrunk by ``scale``; boxes and landmarks in the image's pixels.
 
-    ``auto`` takes face-alignment's S3FD when its weights are cached, else the Haar
-    cascade with a one-line warning.
+    Faces scoring below ``min_score`` are dropped (faces without a score are kept); the
+    rest are ordered by score, highest first.
+    """
+    small = image_bgr if scale == 1.0 else cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    found = [d for d in detector(small) if d.score is None or d.score >= min_score]
+    if scale != 1.0:
+        for d in found:
+            d.box = d.box / scale
+            d.landmarks = None if d.landmarks is None else d.landmarks / scale
+    return sorted(found, key=lambda d: -1.0 if d.score is None else -d.score)
+
+
+def make_detector(
+    name: str = "auto", device: str = "cpu", landmarks: bool = False, min_score: float = 0.5, download: bool = True
+) -> FaceDetector:
+    """A detector by name (:data:`DETECTORS`).
+
+    ``auto`` takes S3FD where its weights are already cached (it is the most accurate),
+    else the shipped BlazeFace back-camera model; never Haar. With ``landmarks`` the
+    faces get 68 iBUG points: 2D-FAN (fetched on first use, see ``download``) with S3FD,
+    else 2D-FAN where its weights are cached and dlib's shape predictor (offline) where not.
 
     Raises:
-        ValueError: unknown name. FileNotFoundError: see the detectors.
+        ValueError: unknown name. FileNotFoundError: weights missing and not fetched.
     """
     if name == "auto":
-        if not missing_face_alignment_files("sfd", landmarks):
-            return FaceAlignmentDetector(device, "sfd", landmarks)
-        log.warning("face-alignment weights not in %s: using OpenCV's Haar cascade", face_alignment_cache())
-        return HaarDetector()
-    if name in ("face_alignment", "sfd", "blazeface"):
-        return FaceAlignmentDetector(device, "blazeface" if name == "blazeface" else "sfd", landmarks)
-    if name == "haar":
-        return HaarDetector()
-    raise ValueError(f"unknown detector {name!r}; use auto, face_alignment, blazeface or haar")
+        name = "sfd" if not missing_face_alignment_files(("sfd",)) else "blazeface"
+    if name == "sfd":
+        return FaceAlignmentDetector(device, landmarks, download)
+    if name in ("blazeface", "blazeface_front"):
+        detector: FaceDetector = BlazeFaceDetector(device, back_model=name == "blazeface", min_score=min_score)
+    elif name == "dlib":
+        detector = DlibDetector()
+    elif name == "haar":
+        detector = HaarDetector()
+    else:
+        raise ValueError(f"unknown detector {name!r}; use one of {', '.join(DETECTORS)}")
+    if not landmarks:
+        return detector
+    from fer.face.landmarks import make_landmarker
+
+    fan = not missing_face_alignment_files(("sfd", "landmarks"))
+    return WithLandmarks(detector, make_landmarker("face_alignment" if fan else "dlib", device))

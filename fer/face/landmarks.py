@@ -80,7 +80,7 @@ class FaceAlignmentLandmarks:
     def __init__(self, device: str = "cpu") -> None:
         from fer.face.detection import FaceAlignmentDetector
 
-        self.detector = FaceAlignmentDetector(device, "sfd", landmarks=True)
+        self.detector = FaceAlignmentDetector(device, landmarks=True)
 
     def __call__(self, image_bgr: np.ndarray, boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.detector.landmarks_for(image_bgr, list(boxes)) if len(boxes) else []

@@ -49,7 +49,8 @@ class PredictionWriter:
     """Per-face predictions as CSV or JSON Lines.
 
     Columns / keys: ``frame, time, source, face, x1, y1, x2, y2, score, label`` and one
-    probability per class (``p_<class>`` in CSV, a ``probabilities`` object in JSONL).
+    probability per class (``p_<class>`` in CSV, a ``probabilities`` object in JSONL). A
+    detector without scores (Haar) leaves ``score`` empty (CSV) or ``null`` (JSONL).
     """
 
     def __init__(self, path: Path, class_names: list[str], fmt: str = "csv") -> None:
@@ -66,7 +67,15 @@ class PredictionWriter:
         for f in faces:
             if self.fmt == "csv":
                 probs = [f"{f.probabilities[c]:.4f}" for c in self.class_names]
-                row = [frame.index, f"{frame.time:.3f}", frame.name, f.track_id, *f.box, f"{f.score:.3f}", f.label]
+                row = [
+                    frame.index,
+                    f"{frame.time:.3f}",
+                    frame.name,
+                    f.track_id,
+                    *f.box,
+                    "" if f.score is None else f"{f.score:.3f}",
+                    f.label,
+                ]
                 self.csv.writerow(row + probs)
             else:
                 record = {
@@ -75,7 +84,7 @@ class PredictionWriter:
                     "source": frame.name,
                     "face": f.track_id,
                     "box": list(f.box),
-                    "score": round(f.score, 3),
+                    "score": None if f.score is None else round(f.score, 3),
                     "label": f.label,
                     "probabilities": {c: round(f.probabilities[c], 4) for c in self.class_names},
                 }

@@ -27,7 +27,7 @@ class Face:
         box: ``(x1, y1, x2, y2)`` int pixels of the frame.
         label: the most probable class name.
         probabilities: class name -> probability (sums to 1).
-        score: detector confidence.
+        score: detector confidence; ``None`` where the detector gives none (Haar).
         track_id: the same number for the same face across frames of a stream.
         landmarks: ``(68, 2)`` pixels (iBUG order) when the detector gives them.
     """
@@ -35,7 +35,7 @@ class Face:
     box: tuple[int, int, int, int]
     label: str
     probabilities: dict[str, float]
-    score: float = 1.0
+    score: float | None = None
     track_id: int = 0
     landmarks: np.ndarray | None = None
 
@@ -46,6 +46,21 @@ class _Track:
     last_seen: int
     window: deque  # the last crops, for clip models
     probabilities: np.ndarray | None = None
+
+
+def _match_cost(track: np.ndarray, box: np.ndarray) -> float:
+    """How well a box continues a track, lower is better; ``inf`` where it cannot.
+
+    Matches where the boxes overlap (IoU over 0.3) or where the box's centre lies within
+    0.6 of the track's box side of the track's centre (a face re-found after a look-down
+    or a missed detection has moved a little, its box often resized).
+    """
+    iou = _iou(track, box)
+    side = max(track[2] - track[0], track[3] - track[1], 1e-6)
+    shift = float(np.hypot(*((box[:2] + box[2:4]) - (track[:2] + track[2:4])) / 2)) / side
+    if iou <= 0.3 and shift >= 0.6:
+        return float("inf")
+    return (1 - iou) + shift
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,7 +86,10 @@ class EmotionRecognizer:
             (0: none; 0.6: the new frame counts 40 %).
         margin: crop margin, see :func:`~fer.face.crops.crop_faces`.
         landmarks: ask the detector for 68 landmarks (face-alignment only).
-        max_age: frames a track survives without a matching detection.
+        max_age: frames a track survives without a matching detection (30: a second of
+            video; a face that looks down and back keeps its id).
+        min_score: detections scoring below this are dropped (detectors with scores).
+        download: let S3FD and 2D-FAN fetch their weights on first use.
         backend: ``"torch"`` or ``"onnxruntime"`` (``ckpt_path`` an ``.onnx`` file, or a
             checkpoint exported on the fly into ``onnx_cache``); see
             :mod:`fer.inference.backends`.
@@ -92,11 +110,13 @@ class EmotionRecognizer:
         detector: str | FaceDetector = "auto",
         device: str = "auto",
         detect_scale: float = 0.5,
-        detect_every: int = 1,
-        smoothing: float = 0.0,
+        detect_every: int = 2,
+        smoothing: float = 0.5,
         margin: float = 0.1,
         landmarks: bool = False,
-        max_age: int = 5,
+        max_age: int = 30,
+        min_score: float = 0.5,
+        download: bool = True,
         max_image_side: int = 1920,
         backend: str = "torch",
         onnx_cache: str | Path = "outputs/cache/onnx",
@@ -115,9 +135,10 @@ class EmotionRecognizer:
             )
         self.class_names = self.backend.class_names
         if isinstance(detector, str):
-            detector = make_detector(detector, self.device, landmarks)
+            detector = make_detector(detector, self.device, landmarks, min_score, download)
         self.detector, self.detect_scale = detector, detect_scale
         self.detect_every, self.smoothing, self.margin, self.max_age = max(1, detect_every), smoothing, margin, max_age
+        self.min_score = min_score
         self.max_image_side = max_image_side
         self.times = StageTimes()
         self.reset()
@@ -174,7 +195,7 @@ class EmotionRecognizer:
             self.reset()
         if self.frame_index % self.detect_every == 0:
             scale = self.detect_scale if track else min(1.0, self.max_image_side / max(image_bgr.shape[:2]))
-            self._detections = detect_scaled(self.detector, image_bgr, scale)
+            self._detections = detect_scaled(self.detector, image_bgr, scale, self.min_score)
             start = self.times.add("detect", start)
         detections = self._detections
         boxes = [d.box for d in detections]
@@ -203,19 +224,26 @@ class EmotionRecognizer:
         return faces
 
     def _associate(self, boxes: list[np.ndarray]) -> list[int]:
-        """Greedy IoU matching of this frame's boxes to the tracks; new tracks for the rest."""
-        ids: list[int] = []
-        free = dict(self.tracks)
-        for box in boxes:
-            best = max(free, key=lambda k: _iou(free[k].box, box), default=None)
-            if best is not None and _iou(free[best].box, box) > 0.3:
-                track = free.pop(best)
-                track.box, track.last_seen = box, self.frame_index
-                ids.append(best)
-            else:
+        """Match this frame's boxes to the tracks (best pairs first, see :func:`_match_cost`);
+        new tracks for the rest; tracks unseen for more than ``max_age`` frames end."""
+        pairs = sorted(
+            (cost, i, k)
+            for i, box in enumerate(boxes)
+            for k, track in self.tracks.items()
+            if (cost := _match_cost(track.box, box)) < float("inf")
+        )
+        ids: list[int | None] = [None] * len(boxes)
+        taken: set[int] = set()
+        for _, i, k in pairs:
+            if ids[i] is None and k not in taken:
+                ids[i] = k
+                taken.add(k)
+                self.tracks[k].box, self.tracks[k].last_seen = boxes[i], self.frame_index
+        for i, box in enumerate(boxes):
+            if ids[i] is None:
                 self.tracks[self.next_id] = _Track(box, self.frame_index, deque(maxlen=self.clip_length or 1))
-                ids.append(self.next_id)
+                ids[i] = self.next_id
                 self.next_id += 1
         for k in [k for k, t in self.tracks.items() if self.frame_index - t.last_seen > self.max_age]:
             del self.tracks[k]
-        return ids
+        return [k for k in ids if k is not None]
