@@ -233,7 +233,7 @@ def export_onnx(source: str | Path | None, target: str | Path, overwrite: bool =
     size, channels, clip = settings["image_size"], settings["channels"], settings["clip_length"]
     name = "clips" if clip else "faces"
     example = torch.zeros(2, *((clip,) if clip else ()), channels, size, size)
-    wrapper = _Probabilities(model.float().eval())
+    wrapper = _Probabilities(model.float().eval()).eval()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.stem}.partial.onnx")
     try:
