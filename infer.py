@@ -29,6 +29,7 @@ def main(cfg: DictConfig) -> None:
         margin=cfg.margin,
         landmarks=cfg.landmarks,
         max_age=cfg.max_age,
+        hold=cfg.hold,
         min_score=cfg.min_score,
         download=cfg.download,
         max_image_side=cfg.max_image_side,

@@ -46,6 +46,7 @@ class _Track:
     last_seen: int
     window: deque  # the last crops, for clip models
     probabilities: np.ndarray | None = None
+    score: float | None = None
 
 
 def _match_cost(track: np.ndarray, box: np.ndarray) -> float:
@@ -88,6 +89,9 @@ class EmotionRecognizer:
         landmarks: ask the detector for 68 landmarks (face-alignment only).
         max_age: frames a track survives without a matching detection (30: a second of
             video; a face that looks down and back keeps its id).
+        hold: a tracked face the detector misses is still reported, at its last box and
+            classified there, for this many frames (image models; bridges single missed
+            detections, e.g. of a face scored just under ``min_score``).
         min_score: detections scoring below this are dropped (detectors with scores).
         download: let S3FD and 2D-FAN fetch their weights on first use.
         backend: ``"torch"`` or ``"onnxruntime"`` (``ckpt_path`` an ``.onnx`` file, or a
@@ -115,6 +119,7 @@ class EmotionRecognizer:
         margin: float = 0.1,
         landmarks: bool = False,
         max_age: int = 30,
+        hold: int = 2,
         min_score: float = 0.5,
         download: bool = True,
         max_image_side: int = 1920,
@@ -138,7 +143,7 @@ class EmotionRecognizer:
             detector = make_detector(detector, self.device, landmarks, min_score, download)
         self.detector, self.detect_scale = detector, detect_scale
         self.detect_every, self.smoothing, self.margin, self.max_age = max(1, detect_every), smoothing, margin, max_age
-        self.min_score = min_score
+        self.min_score, self.hold = min_score, hold
         self.max_image_side = max_image_side
         self.times = StageTimes()
         self.reset()
@@ -197,9 +202,18 @@ class EmotionRecognizer:
             scale = self.detect_scale if track else min(1.0, self.max_image_side / max(image_bgr.shape[:2]))
             self._detections = detect_scaled(self.detector, image_bgr, scale, self.min_score)
             start = self.times.add("detect", start)
-        detections = self._detections
+        detections = list(self._detections)
         boxes = [d.box for d in detections]
         ids = self._associate(boxes) if track else list(range(1, len(boxes) + 1))
+        if track:
+            for d, k in zip(detections, ids):
+                self.tracks[k].score = d.score
+            if not self.clip_length:  # missed faces held at their last box for a few frames
+                for k, t in self.tracks.items():
+                    if k not in ids and self.frame_index - t.last_seen <= self.hold:
+                        detections.append(Detection(t.box, t.score))
+                        boxes.append(t.box)
+                        ids.append(k)
         if track and self.clip_length:
             for k, crop in zip(ids, self.crops(image_bgr, boxes)):
                 self.tracks[k].window.append(crop)
