@@ -254,3 +254,15 @@ def test_infer_py_as_a_user_runs_it(tmp_path):
     result = run_infer(tmp_path, f"source={need(PHOTOS / 'two_people.jpg')}", "detector=haar")
     assert "1 frames, 1 with a face" in result.stdout
     assert (tmp_path / "predictions.csv").exists() and (tmp_path / "summary.json").exists()
+
+
+def test_recognizer_defaults_equal_infer_yaml():
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(ROOT / "conf" / "infer.yaml")
+    defaults = {k: p.default for k, p in inspect.signature(EmotionRecognizer).parameters.items()}
+    shared = [k for k in defaults if k in conf and k not in ("ckpt_path", "onnx_cache")]
+    assert len(shared) >= 12
+    assert {k: defaults[k] for k in shared} == {k: conf[k] for k in shared}
