@@ -131,6 +131,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     def class_counts(self) -> torch.Tensor:
         """Training images per class, ``int64`` ``(num_classes,)``."""
         labels = self.splits["train"].tensors[1]
+        if labels.is_floating_point():  # soft targets (FER+): count each image's largest class
+            labels = labels.argmax(1)
         return torch.bincount(labels, minlength=self.num_classes)
 
     @property

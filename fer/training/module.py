@@ -22,6 +22,10 @@ STAGES = ("train", "val", "test")
 class EmotionClassifier(pl.LightningModule):
     """Softmax cross-entropy classification of expressions by any network.
 
+    Targets are class indices ``int64 (B,)`` or distributions ``float (B, classes)`` (soft
+    targets, e.g. FER+ votes); metrics compare predictions with the index or the
+    distribution's largest class.
+
     Args:
         net: an ``nn.Module`` mapping ``(B, ...)`` inputs to ``(B, num_classes)`` logits,
             or its config (a ``fer.models`` ``_target_`` and arguments, see
@@ -102,10 +106,12 @@ class EmotionClassifier(pl.LightningModule):
         self.class_weights = None if weights is None else weights.to(self.device)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
-        x, y = batch
+        x, target = batch
         logits = self(x) if stage == "train" else self._eval_logits(x)
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
-        loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=self.hparams.label_smoothing)
+        # soft targets (B, classes), e.g. FER+ vote distributions: metrics compare with their largest class
+        y = target.argmax(-1) if target.is_floating_point() else target
         preds = logits.argmax(-1)
         acc, f1 = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_f1")
         acc(preds, y)
