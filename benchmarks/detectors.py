@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import torch
+from infer_fps import frames_of  # this folder is on the path when run as a script
 
 from fer.device import set_thread_budget
 from fer.face.detection import detect_scaled, make_detector
@@ -41,14 +42,6 @@ PHOTOS = {
 }
 VIDEOS = {"single_face.mp4": 1, "short_hamilton_clip.mp4": 1, "no_face.mp4": 0}
 DETECTORS = ("blazeface", "blazeface_front", "dlib", "haar")
-
-
-def frames_of(video: Path) -> list:
-    capture = cv2.VideoCapture(str(video))
-    frames = []
-    while (read := capture.read())[0]:
-        frames.append(read[1])
-    return frames
 
 
 def capped(image, side: int = 1920):

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import torch
+from infer_fps import frames_of  # this folder is on the path when run as a script
 
 from fer.checkpoint import export_onnx
 from fer.face.crops import preprocess
@@ -67,10 +67,7 @@ def main() -> None:
                 median, p90 = latency_ms(backend, x, args.repeat)
                 cells.append(f"{name} {median:.2f} ms (p90 {p90:.2f})")
             print(f"classifier, {faces} face(s): " + "; ".join(cells))
-        capture = cv2.VideoCapture(str(args.video))
-        frames = []
-        while (read := capture.read())[0]:
-            frames.append(read[1])
+        frames = frames_of(args.video)
         for name, settings in (("torch eager", {}), ("onnxruntime", {"backend": "onnxruntime", "onnx_cache": tmp})):
             fps = end_to_end_fps(frames, **settings)
             print(f"end to end on {args.video.name} ({len(frames)} frames), {name}: {fps:.1f} FPS")
