@@ -4,10 +4,16 @@ import torch.nn.functional as F
 
 from fer.data.transforms import BatchAugment
 from fer.face.crops import preprocess
-from fer.models import CNN4, DeXpression, deep_cnn, shallow_cnn
+from fer.models import CNN4, DeXpression, deep_cnn, resnet18, shallow_cnn
 from fer.training.module import EmotionClassifier
 
-MODELS = {"cnn4": CNN4, "shallow_cnn": shallow_cnn, "deep_cnn": deep_cnn, "dexpression": DeXpression}
+MODELS = {
+    "cnn4": CNN4,
+    "shallow_cnn": shallow_cnn,
+    "deep_cnn": deep_cnn,
+    "dexpression": DeXpression,
+    "resnet18": resnet18,
+}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -24,7 +30,7 @@ def test_output_shape_and_backward(name, channels, size, classes):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", ["cnn4", "shallow_cnn", "deep_cnn"])
+@pytest.mark.parametrize("name", ["cnn4", "shallow_cnn", "deep_cnn", "resnet18"])
 def test_too_small_input_is_refused(name):
     with pytest.raises(ValueError, match="too small"):
         MODELS[name](input_size=3)
@@ -75,3 +81,12 @@ def test_batch_augment_mirror_and_random_draws():
     changed = (out - x).abs().flatten(1).amax(1) > 1e-3
     assert changed.all()  # every image was warped and erased differently
     assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize(("stride", "side"), [(2, 3), (1, 6)])
+def test_resnet18_stem_keeps_the_resolution_it_says(stride, side):
+    net = resnet18(stem_stride=stride).eval()
+    x = torch.randn(2, 1, 48, 48)
+    stem = net.relu(net.bn1(net.conv1(x)))
+    features = net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(stem)))))
+    assert stem.shape[-1] == 48 // stride and features.shape == (2, 512, side, side)

@@ -16,9 +16,20 @@ from fer.models.cnn4 import CNN4
 from fer.models.cnn_lstm import CNNLSTM
 from fer.models.dexpression import DeXpression
 from fer.models.landmark_mlp import LandmarkMLP
+from fer.models.resnet import resnet18
 from fer.models.vgg_style import VGGStyleCNN, deep_cnn, shallow_cnn
 
-__all__ = ["C3D", "CNN4", "CNNLSTM", "DeXpression", "LandmarkMLP", "VGGStyleCNN", "deep_cnn", "shallow_cnn"]
+__all__ = [
+    "C3D",
+    "CNN4",
+    "CNNLSTM",
+    "DeXpression",
+    "LandmarkMLP",
+    "VGGStyleCNN",
+    "deep_cnn",
+    "resnet18",
+    "shallow_cnn",
+]
 
 #: The only ``_target_`` values a network config may name.
 ALLOWED_TARGETS = frozenset(f"fer.models.{name}" for name in __all__)
