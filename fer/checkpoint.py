@@ -113,7 +113,11 @@ def load_classifier(path: str | Path | None = None) -> tuple[EmotionClassifier, 
         :func:`network_config`, or the weights do not fit the architecture it names.
     """
     path = Path(str(SHIPPED_CHECKPOINT)) if path is None else Path(path)
-    checkpoint = read_checkpoint(path)
+    return _classifier(read_checkpoint(path), path)
+
+
+def _classifier(checkpoint: dict[str, Any], path: Path) -> tuple[EmotionClassifier, dict[str, Any]]:
+    """:func:`load_classifier` of a checkpoint already read from ``path``."""
     net = network_config(checkpoint, path)
     hparams = checkpoint["hyper_parameters"]
     keep = ("label_smoothing", "tta_flip", "channels_last")
@@ -171,8 +175,8 @@ def slim_checkpoint(source: str | Path, target: str | Path, overwrite: bool = Fa
     target = Path(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
-    load_classifier(source)
     checkpoint = read_checkpoint(source)
+    _classifier(checkpoint, Path(source))  # rebuilt once: only a checkpoint that loads is shipped
     slim = {k: checkpoint[k] for k in ("epoch", "global_step", "pytorch-lightning_version") if k in checkpoint}
     hparams = checkpoint["hyper_parameters"]
     slim["hyper_parameters"] = {k: v for k, v in hparams.items() if k not in ("optimizer", "scheduler")}
@@ -188,16 +192,14 @@ def slim_checkpoint(source: str | Path, target: str | Path, overwrite: bool = Fa
 
 
 class _Probabilities(torch.nn.Module):
-    """The classifier's prediction as one graph: normalised inputs -> class probabilities (mirror-averaged
-    when the model was trained with ``tta_flip``), as :meth:`EmotionClassifier.predict_proba` computes them."""
+    """:meth:`EmotionClassifier.predict_proba` as a module's ``forward``, for the exporter."""
 
     def __init__(self, model: EmotionClassifier) -> None:
         super().__init__()
-        self.net, self.tta_flip = model.net, bool(model.hparams.get("tta_flip"))
+        self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.net(x).float().softmax(-1)
-        return (p + self.net(x.flip(-1)).float().softmax(-1)) / 2 if self.tta_flip else p
+        return self.model.predict_proba(x)
 
 
 def export_onnx(source: str | Path | None, target: str | Path, overwrite: bool = False, opset: int = 18) -> Path:
@@ -260,7 +262,7 @@ def export_onnx(source: str | Path | None, target: str | Path, overwrite: bool =
         "clip_length": str(clip or 0),
         "mean": str(settings["mean"]),
         "std": str(settings["std"]),
-        "tta_flip": str(wrapper.tta_flip),
+        "tta_flip": str(bool(model.hparams.get("tta_flip"))),
     }
     onnx.helper.set_model_props(onnx_model, metadata)
     onnx.save(onnx_model, str(partial))

@@ -1,9 +1,11 @@
-"""Callbacks that tests add to real train.py runs (as ``+callbacks.NAME._target_=tests.helpers.X``)."""
+"""Test helpers: a callback for real train.py runs (``+callbacks.NAME._target_=tests.helpers.X``), checkpoints."""
 
 import os
 import signal
+from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 
 class SigtermAt(pl.Callback):
@@ -15,3 +17,13 @@ class SigtermAt(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
         if trainer.current_epoch == self.epoch and args[-1] + 1 == self.batch:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def save_classifier(path: Path, net: dict, num_classes: int) -> Path:
+    """A checkpoint, as train.py stores its model, of an untrained network config (seeded weights)."""
+    from fer.training.module import EmotionClassifier
+
+    torch.manual_seed(0)
+    model = EmotionClassifier(net, class_names=[f"c{k}" for k in range(num_classes)])
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
+    return path

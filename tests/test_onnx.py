@@ -13,8 +13,8 @@ from fer.face.crops import preprocess
 from fer.inference.backends import OnnxBackend, TorchBackend
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
-from fer.training.module import EmotionClassifier
 from tests.conftest import DATA, FER2013_CSV, need
+from tests.helpers import save_classifier
 
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 
@@ -48,13 +48,6 @@ def test_a_plain_onnxruntime_script_needs_nothing_from_fer(shipped_onnx):
     assert p.shape == (3, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
-def _clip_checkpoint(path, net):
-    torch.manual_seed(0)
-    model = EmotionClassifier(net, class_names=[f"c{k}" for k in range(8)])
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
-    return path
-
-
 @pytest.mark.parametrize(
     "net",
     [
@@ -67,7 +60,7 @@ def _clip_checkpoint(path, net):
 def test_clip_models_export_with_parity_on_baum2_clips(tmp_path, net):
     from fer.data import BAUM2DataModule
 
-    ckpt = _clip_checkpoint(tmp_path / "clip.ckpt", net)
+    ckpt = save_classifier(tmp_path / "clip.ckpt", net, 8)
     graph = export_onnx(ckpt, tmp_path / "clip.onnx")
     dm = BAUM2DataModule(str(need(DATA / "baum2" / "Extracted")), clip_length=8)
     dm.setup()
@@ -80,8 +73,7 @@ def test_clip_models_export_with_parity_on_baum2_clips(tmp_path, net):
 
 def test_export_cli_refuses_what_it_cannot_export(tmp_path, capsys):
     net = {"_target_": "fer.models.LandmarkMLP", "num_classes": 7, "in_features": 2278}
-    model = EmotionClassifier(net, class_names=list("abcdefg"))
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, tmp_path / "mlp.ckpt")
+    save_classifier(tmp_path / "mlp.ckpt", net, 7)
     assert export_main([str(tmp_path / "mlp.ckpt"), str(tmp_path / "mlp.onnx")]) == 2
     assert "landmark model" in capsys.readouterr().err and not (tmp_path / "mlp.onnx").exists()
     assert export_main([str(SHIPPED_CHECKPOINT), str(tmp_path / "model.pt")]) == 2

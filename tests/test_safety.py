@@ -285,11 +285,10 @@ def test_a_full_disk_stops_infer_with_a_clear_error(tiny_disk):
 
 
 def test_a_landmark_model_given_to_the_recognizer_says_what_it_needs(tmp_path):
-    from fer.training.module import EmotionClassifier
+    from tests.helpers import save_classifier
 
     net = {"_target_": "fer.models.LandmarkMLP", "num_classes": 7, "in_features": 2278}  # as build_model writes it
-    model = EmotionClassifier(net, class_names=list("abcdefg"))
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, tmp_path / "mlp.ckpt")
+    save_classifier(tmp_path / "mlp.ckpt", net, 7)
     assert load_classifier(tmp_path / "mlp.ckpt")[1]["kind"] == "features"  # fine for train=false on landmarks
     with pytest.raises(CheckpointError, match="2278 landmark distances"):
         EmotionRecognizer(tmp_path / "mlp.ckpt", detector="haar", device="cpu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -17,6 +16,7 @@ from typing import Any
 
 import cv2
 
+from fer.files import write_json_atomically
 from fer.inference.outputs import PredictionWriter, draw
 from fer.inference.recognizer import EmotionRecognizer
 from fer.inference.sources import Source
@@ -58,12 +58,6 @@ def _check_space(folder: Path, frame_bytes: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < max(2**20, frame_bytes):
         raise OSError(f"{folder}: no space left on device ({free} bytes free); outputs so far are in .partial files")
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2))
-    partial.replace(path)
 
 
 def run(
@@ -194,7 +188,7 @@ def run(
         "ms_per_stage": {s: 1000 * t / max(times.calls[s], 1) for s, t in times.seconds.items()},
         "output_dir": str(out),
     }
-    _write_json_atomically(out / "summary.json", summary)
+    write_json_atomically(out / "summary.json", summary)
     log.info(
         "%d frames, %d with a face, %d faces, %.1f FPS; per stage: %s; skipped: %s; ended: %s; outputs in %s",
         frames, with_face, faces_total, summary["fps"], times.summary(), src.skipped or "none", ended, out,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from fer.files import write_json_atomically
 
 
 def confusion_figure(confusion: torch.Tensor, class_names: list[str], title: str = "") -> plt.Figure:
@@ -163,9 +164,7 @@ class TestReport(pl.Callback):
         report["epochs_trained"] = trainer.current_epoch
         report["skipped"] = getattr(trainer.datamodule, "skipped", {})
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.output_dir / ".metrics.json.partial"  # a crash never leaves a half-written report
-        partial.write_text(json.dumps(report, indent=2))
-        partial.replace(self.output_dir / "metrics.json")
+        write_json_atomically(self.output_dir / "metrics.json", report)
         fig = confusion_figure(confusion, pl_module.class_names, "test")
         fig.savefig(self.output_dir / "confusion_matrix.png", dpi=120)
         writer = _tensorboard(trainer)
