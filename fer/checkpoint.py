@@ -143,12 +143,13 @@ def _classifier(checkpoint: dict[str, Any], path: Path) -> tuple[EmotionClassifi
     return model, settings
 
 
-def pretrained_frames(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """An image classifier's network config and weights, to start a clip model's frame network from.
+def pretrained_network(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
+    """An image classifier's network config, weights and class names, to start training from.
 
-    With ``model.net.pretrained=PATH`` the training builder gives the CNN-LSTM this
-    config as ``frame_net`` (with ``drop_frame_classifier``) and loads these weights
-    into it; the clip checkpoint then stores the config, never the path.
+    ``model.net.pretrained=PATH`` (see :func:`fer.training.run.build_model`): an image
+    network is fine-tuned from these weights (:func:`transfer_weights`); a CNN-LSTM gets
+    this config as ``frame_net`` (with ``drop_frame_classifier``) and these weights; the
+    new checkpoint stores the config, never the path.
 
     Raises:
         FileNotFoundError, CheckpointError: see :func:`load_classifier`; also a clip or
@@ -156,8 +157,48 @@ def pretrained_frames(path: str | Path) -> tuple[dict[str, Any], dict[str, torch
     """
     model, settings = load_classifier(path)
     if settings["kind"] != "image":
-        raise CheckpointError(f"{path}: a {settings['kind']} model; a frame network must be an image model")
-    return dict(model.hparams.net), model.net.state_dict()
+        raise CheckpointError(f"{path}: a {settings['kind']} model; only image models are pretrained networks")
+    return dict(model.hparams.net), model.net.state_dict(), list(model.class_names)
+
+
+def transfer_weights(
+    net: torch.nn.Module,
+    weights: dict[str, torch.Tensor],
+    source_classes: list[str],
+    target_classes: list[str],
+    path: str | Path,
+) -> list[str]:
+    """Load a pretrained image classifier's ``weights`` into ``net`` (same architecture).
+
+    Every tensor of the same shape is copied. A tensor whose first dimension is the
+    class count (the class layer's weight and bias) gets the rows of the classes both
+    sets name (FER-2013's ``happy`` row for FER+'s ``happy``); rows of new classes keep
+    their fresh initialisation. Returns the target classes that started fresh.
+
+    Raises:
+        CheckpointError: a tensor of ``net`` is absent from ``weights`` or fits neither way.
+    """
+    state = net.state_dict()
+    missing = sorted(set(state) - set(weights))
+    if missing:
+        raise CheckpointError(f"{path}: the pretrained weights lack {missing[:5]}; is it the same network?")
+    shared = [(target_classes.index(n), source_classes.index(n)) for n in target_classes if n in source_classes]
+    rows = torch.tensor([t for t, _ in shared]), torch.tensor([s for _, s in shared])
+    for key, tensor in state.items():
+        source = weights[key]
+        if source.shape == tensor.shape:
+            tensor.copy_(source)
+        elif (
+            source.shape[:1] == (len(source_classes),)
+            and tensor.shape[:1] == (len(target_classes),)
+            and source.shape[1:] == tensor.shape[1:]
+        ):
+            tensor[rows[0]] = source[rows[1]].to(tensor.dtype)
+        else:
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(source.shape)}, the network wants {tuple(tensor.shape)}"
+            )
+    return [n for n in target_classes if n not in source_classes]
 
 
 def slim_checkpoint(source: str | Path, target: str | Path, overwrite: bool = False) -> Path:

@@ -22,7 +22,7 @@ class CNNLSTM(nn.Module):
             Its last ``nn.Linear`` gives the frame embedding: from scratch a config is
             built with ``num_classes=feature_size`` (and the clip's ``in_channels``,
             ``input_size``); with ``drop_frame_classifier`` the network is an image
-            classifier as it is (a pretrained one, say: ``fer.checkpoint.pretrained_frames``
+            classifier as it is (a pretrained one, say: ``fer.checkpoint.pretrained_network``
             loads its weights) whose class layer is replaced by ``nn.Identity``, so the
             embedding is that layer's input.
         num_classes: outputs.

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from fer.checkpoint import check_checkpoint, load_classifier, pretrained_frames
+from fer.checkpoint import CheckpointError, check_checkpoint, load_classifier, pretrained_network, transfer_weights
 from fer.training.module import EmotionClassifier
 
 log = logging.getLogger(__name__)
@@ -22,9 +22,10 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
 
     The network config gets ``num_classes`` and the data module's ``input_spec``
     (``in_channels`` and ``input_size``; ``clip_length`` for clips; ``in_features`` for
-    feature vectors). ``model.net.pretrained=PATH`` (CNN-LSTM) is read here, not by the
-    network: the image checkpoint's network config becomes the frame network and its
-    weights are loaded (see :func:`fer.checkpoint.pretrained_frames`).
+    feature vectors). ``model.net.pretrained=PATH`` (an image classifier checkpoint) is
+    read here, not by the network: an image network of the same architecture starts
+    from its weights, class rows matched by name (:func:`fer.checkpoint.transfer_weights`);
+    a CNN-LSTM takes it as its frame network (:func:`fer.checkpoint.pretrained_network`).
 
     Raises:
         TypeError: the network does not take the data module's inputs (an image network
@@ -33,16 +34,23 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = model_cfg["net"]
     pretrained = net.pop("pretrained", None)
-    frame_weights = None
     if pretrained:
-        net["frame_net"], frame_weights = pretrained_frames(pretrained)
-        net["drop_frame_classifier"] = True
+        source_net, weights, source_classes = pretrained_network(pretrained)
+        if "frame_net" in net:  # a clip model: the image classifier becomes its frame network
+            net["frame_net"], net["drop_frame_classifier"] = source_net, True
+        elif source_net["_target_"] != net["_target_"]:
+            raise CheckpointError(
+                f"{pretrained}: holds {source_net['_target_']}, but the model config builds {net['_target_']}"
+            )
     net.update(num_classes=datamodule.num_classes, **datamodule.input_spec)
     model = instantiate(model_cfg, class_names=list(datamodule.class_names))
-    if frame_weights is not None:
-        missing, _ = model.net.frame_net.load_state_dict(frame_weights, strict=False)  # the dropped class layer
+    if pretrained and "frame_net" in net:
+        missing, _ = model.net.frame_net.load_state_dict(weights, strict=False)  # the dropped class layer
         if missing:
             raise RuntimeError(f"{pretrained}: frame weights lack {missing}")
+    elif pretrained:
+        fresh = transfer_weights(model.net, weights, source_classes, list(datamodule.class_names), pretrained)
+        log.info("Fine-tuning %s from %s; classes new to it: %s", net["_target_"], pretrained, fresh or "none")
     return model
 
 
