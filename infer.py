@@ -14,28 +14,26 @@ from fer.inference.recognizer import EmotionRecognizer
 register_resolvers()
 #: Exit status after a stop by signal, as a shell reports it (128 + the signal's number).
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+#: Config keys passed to every EmotionRecognizer as they are.
+RECOGNIZER_KEYS = ("device", "detect_scale", "detect_every", "smoothing", "margin", "landmarks", "max_age", "hold")
+RECOGNIZER_KEYS += ("min_score", "download", "max_image_side", "backend", "onnx_cache")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
     set_thread_budget(cfg.threads)
-    recognizer = EmotionRecognizer(
-        ckpt_path=cfg.ckpt_path,
-        detector=cfg.detector,
-        device=cfg.device,
-        detect_scale=cfg.detect_scale,
-        detect_every=cfg.detect_every,
-        smoothing=cfg.smoothing,
-        margin=cfg.margin,
-        landmarks=cfg.landmarks,
-        max_age=cfg.max_age,
-        hold=cfg.hold,
-        min_score=cfg.min_score,
-        download=cfg.download,
-        max_image_side=cfg.max_image_side,
-        backend=cfg.backend,
-        onnx_cache=cfg.onnx_cache,
-    )
+    settings = {key: cfg[key] for key in RECOGNIZER_KEYS}
+    if cfg.app == "web":
+        from fer.web.app import Recognizers, model_names, serve
+
+        models = model_names([cfg.ckpt_path, *cfg.web.models])
+        recognizers = Recognizers(models, list(cfg.web.detectors), settings)
+        web = cfg.web
+        serve(recognizers, cfg.output_dir, web.host, web.port, web.max_upload_mb, web.workers)
+        return
+    if cfg.app != "cli":
+        raise ValueError(f"app must be cli or web, not {cfg.app!r}")
+    recognizer = EmotionRecognizer(ckpt_path=cfg.ckpt_path, detector=cfg.detector, **settings)
     summary = run(
         recognizer,
         cfg.source,

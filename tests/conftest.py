@@ -56,3 +56,11 @@ def train_config(tmp_path):
             return compose("train", overrides=[*fixed, *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where tests that look at a screen or a page keep what they saw: ``outputs/screenshots/`` (git-ignored)."""
+    folder = ROOT / "outputs" / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -153,6 +154,14 @@ class EmotionRecognizer:
         self.frame_index, self.next_id = 0, 1
         self.tracks: dict[int, _Track] = {}
         self._detections: list[Detection] = []
+
+    def fork(self) -> EmotionRecognizer:
+        """A recognizer sharing this one's model and detector (loaded once), with its own
+        tracks and stage timings: one per stream, e.g. per client of the web app."""
+        other = copy.copy(self)
+        other.times = StageTimes()
+        other.reset()
+        return other
 
     @property
     def clip_length(self) -> int | None:

@@ -1,0 +1,413 @@
+"""The web app around :class:`~fer.inference.recognizer.EmotionRecognizer`: ``python infer.py app=web``.
+
+- ``GET /``: the page (``fer/web/static``: plain HTML, JS and CSS, nothing fetched from elsewhere).
+- ``GET /api/config``: the models and detectors the page may choose (names only; paths
+  stay on the server).
+- ``WS /ws/live?model=&detector=``: the client sends JPEG frames (binary messages) and
+  gets one JSON answer per processed frame; the server keeps only the newest frame that
+  arrived while it was busy (the older ones are dropped and counted, never queued), and
+  every connection has its own tracker.
+- ``POST /api/upload?model=&detector=&name=``: the raw bytes of an image or video (at
+  most ``max_upload_mb``), checked by decoding; an image is answered at once, a video
+  is processed while a client watches ``WS /ws/jobs/{id}`` (progress, then the result);
+  a watcher that leaves stops the job.
+- ``GET /api/results/{id}/{file}``: a job's annotated image or video and its predictions CSV.
+
+Uploads and results live only under ``<run dir>/web/<random id>/`` with fixed names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import anyio
+import cv2
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+
+from fer.checkpoint import SHIPPED_CHECKPOINT
+from fer.inference.loop import run
+from fer.inference.recognizer import EmotionRecognizer, Face
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+#: Files of a job the page may fetch.
+RESULT_FILES = {"annotated.webm", "annotated.png", "predictions.csv"}
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+#: Largest image the server decodes, in pixels (a small PNG can declare a huge canvas).
+MAX_IMAGE_PIXELS = 50_000_000
+#: Points of a video's probability timeline sent to the page per track.
+TIMELINE_POINTS = 400
+
+
+class Recognizers:
+    """The configured models and detectors, each pair loaded once on first use and forked per client.
+
+    Args:
+        models: page name -> checkpoint (``None``: the shipped model); the first is the default.
+        detectors: detector names the page may choose; the first is the default.
+        settings: further :class:`EmotionRecognizer` keyword arguments.
+    """
+
+    def __init__(self, models: dict[str, str | None], detectors: list[str], settings: dict[str, Any]) -> None:
+        if not models or not detectors:
+            raise ValueError("the web app needs at least one model and one detector")
+        self.models, self.detectors, self.settings = dict(models), list(detectors), settings
+        self._loaded: dict[tuple[str, str], EmotionRecognizer] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, model: str | None, detector: str | None) -> tuple[str, str]:
+        """Checked names (the defaults for ``None``). Raises HTTPException 400 for a name not offered."""
+        model = model or next(iter(self.models))
+        detector = detector or self.detectors[0]
+        if model not in self.models:
+            raise HTTPException(400, f"unknown model {model!r}; this server offers {list(self.models)}")
+        if detector not in self.detectors:
+            raise HTTPException(400, f"unknown detector {detector!r}; this server offers {self.detectors}")
+        return model, detector
+
+    def get(self, model: str, detector: str) -> EmotionRecognizer:
+        """A fresh-tracker :meth:`~EmotionRecognizer.fork` of the loaded pair (blocking: call in a thread).
+
+        Raises:
+            HTTPException 503: the model or detector cannot be loaded here (the reason in the message).
+        """
+        with self._lock:
+            if (model, detector) not in self._loaded:
+                try:
+                    self._loaded[model, detector] = EmotionRecognizer(
+                        self.models[model], detector=detector, **self.settings
+                    )
+                except (OSError, RuntimeError, ValueError, ImportError) as error:
+                    message = f"cannot load model {model!r} with detector {detector!r}: {error}"
+                    raise HTTPException(503, message) from error
+            return self._loaded[model, detector].fork()
+
+
+def face_json(face: Face) -> dict[str, Any]:
+    """A :class:`Face` as the page reads it."""
+    return {
+        "id": face.track_id,
+        "box": list(face.box),
+        "label": face.label,
+        "score": None if face.score is None else round(face.score, 3),
+        "probabilities": {k: round(v, 4) for k, v in face.probabilities.items()},
+    }
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """The rows of a predictions CSV written by :func:`~fer.inference.loop.run`, as the page reads them."""
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    faces = []
+    for row in rows:
+        probs = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_")}
+        box = [int(row[k]) for k in ("x1", "y1", "x2", "y2")]
+        score = float(row["score"]) if row["score"] else None
+        faces.append(
+            {"frame": int(row["frame"]), "time": float(row["time"]), "id": int(row["face"]), "box": box}
+            | {"label": row["label"], "score": score, "probabilities": probs}
+        )
+    return faces
+
+
+def timelines(rows: list[dict[str, Any]], points: int = TIMELINE_POINTS) -> list[dict[str, Any]]:
+    """Per track: frames seen, most frequent label, and its probabilities over time (at most ``points``)."""
+    by_track: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_track[row["id"]].append(row)
+    tracks = []
+    for track_id, seen in sorted(by_track.items()):
+        labels = [r["label"] for r in seen]
+        step = max(1, len(seen) // points)
+        tracks.append(
+            {
+                "id": track_id,
+                "frames": len(seen),
+                "label": max(set(labels), key=labels.count),
+                "time": [r["time"] for r in seen[::step]],
+                "probabilities": [r["probabilities"] for r in seen[::step]],
+            }
+        )
+    return tracks
+
+
+def sniff(path: Path) -> str:
+    """``"image"`` or ``"video"`` by decoding the file's content (never its name).
+
+    Raises:
+        HTTPException 415: neither; 413: an image of more than :data:`MAX_IMAGE_PIXELS`.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise HTTPException(413, f"the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} allowed")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        pass
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is not None:
+        return "image"
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if capture.isOpened() and capture.read()[0]:
+            return "video"
+    finally:
+        capture.release()
+    raise HTTPException(415, "not an image or a video this server can decode")
+
+
+def create_app(
+    recognizers: Recognizers,
+    run_dir: str | Path,
+    max_upload_mb: float = 50,
+    workers: int = 2,
+) -> FastAPI:
+    """The FastAPI app; serve it with uvicorn (``infer.py app=web`` does).
+
+    Args:
+        recognizers: the models and detectors on offer.
+        run_dir: uploads and results go to ``run_dir/web/<id>/``.
+        max_upload_mb: larger uploads get 413 without being stored whole.
+        workers: frames and uploads processed at once, over all clients (the rest wait).
+    """
+    app = FastAPI(title="fer", docs_url=None, redoc_url=None)
+    jobs_dir = Path(run_dir) / "web"
+    limiter = anyio.CapacityLimiter(workers)
+    max_bytes = int(max_upload_mb * 2**20)
+    jobs: dict[str, dict[str, Any]] = {}
+
+    async def in_thread(fn: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    @app.get("/api/config")
+    def config() -> dict[str, Any]:
+        return {"models": list(recognizers.models), "detectors": recognizers.detectors, "max_upload_mb": max_upload_mb}
+
+    @app.websocket("/ws/live")
+    async def live(socket: WebSocket, model: str | None = None, detector: str | None = None) -> None:
+        await socket.accept()
+        try:
+            names = recognizers.resolve(model, detector)
+            recognizer = await anyio.to_thread.run_sync(recognizers.get, *names)
+        except HTTPException as error:
+            await socket.send_json({"error": error.detail})
+            await socket.close(code=1008)
+            return
+        newest: dict[str, Any] = {"frame": None, "dropped": 0, "open": True}
+        arrived = asyncio.Event()
+
+        async def receive() -> None:
+            try:
+                while True:
+                    data = await socket.receive_bytes()
+                    newest["dropped"] += newest["frame"] is not None  # a frame not yet processed is replaced
+                    newest["frame"] = data
+                    arrived.set()
+            except (WebSocketDisconnect, RuntimeError, KeyError):
+                newest["open"] = False
+                arrived.set()
+
+        def process(data: bytes) -> dict[str, Any]:
+            start = time.perf_counter()
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                return {"error": "a frame that is not a JPEG or PNG image was skipped"}
+            faces = recognizer.predict(image, track=True)
+            return {
+                "faces": [face_json(f) for f in faces],
+                "width": image.shape[1],
+                "height": image.shape[0],
+                "class_names": recognizer.class_names,
+                "server_ms": round(1000 * (time.perf_counter() - start), 1),
+            }
+
+        receiver = asyncio.create_task(receive())
+        await socket.send_json({"ready": True, "model": names[0], "detector": names[1]})
+        try:
+            while True:
+                await arrived.wait()
+                arrived.clear()
+                if not newest["open"]:
+                    break
+                data, newest["frame"] = newest["frame"], None
+                if data is None:
+                    continue
+                answer = await in_thread(process, data)
+                answer["dropped"] = newest["dropped"]
+                await socket.send_json(answer)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+
+    @app.post("/api/upload")
+    async def upload(request: Request, model: str | None = None, detector: str | None = None, name: str = "") -> Any:
+        names = recognizers.resolve(model, detector)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise HTTPException(413, f"the file is larger than the limit of {max_upload_mb:g} MB")
+        job = uuid.uuid4().hex
+        folder = jobs_dir / job
+        folder.mkdir(parents=True)
+        path, size = folder / "upload", 0
+        try:
+            with path.open("wb") as file:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise HTTPException(413, f"the file is larger than the limit of {max_upload_mb:g} MB")
+                    file.write(chunk)
+            if size == 0:
+                raise HTTPException(400, "the upload is empty")
+            kind = await anyio.to_thread.run_sync(sniff, path)
+        except HTTPException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        shown = Path(name).name[:120] or "upload"
+        if kind == "video":
+            jobs[job] = {"names": names, "name": shown, "started": False}
+            return {"id": job, "kind": "video", "name": shown}
+        image_path = folder / "upload.png"  # run() reads images by suffix; the content was checked above
+        path.rename(image_path)
+        recognizer = await anyio.to_thread.run_sync(recognizers.get, *names)
+        summary = await in_thread(lambda: run(recognizer, image_path, folder, display=False))
+        (folder / "annotated" / "upload.png").replace(folder / "annotated.png")
+        (folder / "annotated").rmdir()
+        faces = read_predictions(folder / "predictions.csv")
+        return {
+            "id": job,
+            "kind": "image",
+            "name": shown,
+            "faces": faces,
+            "class_names": recognizer.class_names,
+            "annotated": f"/api/results/{job}/annotated.png",
+            "predictions": f"/api/results/{job}/predictions.csv",
+            "ms_per_stage": summary["ms_per_stage"],
+        }
+
+    @app.websocket("/ws/jobs/{job}")
+    async def watch(socket: WebSocket, job: str) -> None:
+        await socket.accept()
+        entry = jobs.get(job)
+        if entry is None or entry["started"]:
+            await socket.send_json({"error": "no such video job, or it is being watched already"})
+            await socket.close(code=1008)
+            return
+        entry["started"] = True
+        folder = jobs_dir / job
+        cancel, progress = threading.Event(), {"done": 0, "total": None}
+        try:
+            recognizer = await anyio.to_thread.run_sync(recognizers.get, *entry["names"])
+        except HTTPException as error:
+            await socket.send_json({"error": error.detail})
+            await socket.close(code=1011)
+            return
+
+        def work() -> dict[str, Any]:
+            def report(done: int, total: int | None) -> None:
+                progress.update(done=done, total=total)
+
+            upload = folder / "upload"
+            return run(recognizer, upload, folder, display=False, video_format="webm", progress=report, cancel=cancel)
+
+        async def leaves() -> None:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                while True:
+                    await socket.receive_text()
+
+        worker = asyncio.ensure_future(in_thread(work))
+        listener = asyncio.create_task(leaves())
+        answered = False
+        try:
+            while not worker.done() and not listener.done():
+                await asyncio.wait({worker, listener}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                if not worker.done() and not listener.done():
+                    await socket.send_json({"progress": progress["done"], "total": progress["total"]})
+            if not listener.done():
+                try:
+                    summary = await worker
+                except (OSError, ValueError) as error:  # a video that breaks off mid-way, a full disk
+                    await socket.send_json({"error": str(error)})
+                    return
+                rows = read_predictions(folder / "predictions.csv")
+                await socket.send_json(
+                    {
+                        "done": True,
+                        "frames": summary["frames"],
+                        "fps": round(summary["fps"], 1),
+                        "class_names": recognizer.class_names,
+                        "tracks": timelines(rows),
+                        "annotated": f"/api/results/{job}/annotated.webm",
+                        "predictions": f"/api/results/{job}/predictions.csv",
+                    }
+                )
+                answered = True
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            listener.cancel()
+            jobs.pop(job, None)
+            if answered:
+                (folder / "upload").unlink(missing_ok=True)
+            else:  # the watcher left (or the job failed): stop the job, then free its files
+                cancel.set()
+                worker.add_done_callback(lambda _: shutil.rmtree(folder, ignore_errors=True))
+                log.info("video job %s stopped after %d frames: its client left", job, progress["done"])
+
+    @app.get("/api/results/{job}/{file}")
+    def result(job: str, file: str) -> FileResponse:
+        path = jobs_dir / job / file
+        if not _JOB_ID.match(job) or file not in RESULT_FILES or not path.is_file():
+            raise HTTPException(404, "no such result")
+        return FileResponse(path, filename=file if file.endswith(".csv") else None)
+
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
+    return app
+
+
+def model_names(paths: list[str | None]) -> dict[str, str | None]:
+    """Page names of checkpoints: their file stems (``None``, the shipped model, by its own),
+    numbered where two stems are the same."""
+    names: dict[str, str | None] = {}
+    for path in paths:
+        stem = Path(str(SHIPPED_CHECKPOINT if path is None else path)).stem
+        name, k = stem, 2
+        while name in names:
+            name, k = f"{stem}_{k}", k + 1
+        names[name] = path
+    return names
+
+
+def serve(
+    recognizers: Recognizers,
+    run_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_mb: float = 50,
+    workers: int = 2,
+) -> None:
+    """Load the default model and detector, print the address, serve until Ctrl+C."""
+    import uvicorn
+
+    recognizers.get(*recognizers.resolve(None, None))  # errors now, not at the first client
+    app = create_app(recognizers, run_dir, max_upload_mb, workers)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"fer web app: http://{shown}:{port}/  (uploads and results in {Path(run_dir) / 'web'}; Ctrl+C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
