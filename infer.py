@@ -6,6 +6,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from fer.checkpoint import SHIPPED_MODELS, shipped_model
 from fer.config import register_resolvers
 from fer.device import set_thread_budget
 from fer.inference.loop import run
@@ -23,17 +24,22 @@ RECOGNIZER_KEYS += ("min_score", "download", "max_image_side", "backend", "onnx_
 def main(cfg: DictConfig) -> None:
     set_thread_budget(cfg.threads)
     settings = {key: cfg[key] for key in RECOGNIZER_KEYS}
+    if cfg.model_name and cfg.ckpt_path:
+        raise ValueError(
+            f"give ckpt_path or model_name, not both (ckpt_path={cfg.ckpt_path}, model_name={cfg.model_name})"
+        )
+    ckpt_path = str(shipped_model(cfg.model_name)) if cfg.model_name else cfg.ckpt_path
     if cfg.app == "web":
         from fer.web.app import Recognizers, model_names, serve
 
-        models = model_names([cfg.ckpt_path, *cfg.web.models])
+        models = model_names([cfg.model_name or cfg.ckpt_path, *SHIPPED_MODELS, *cfg.web.models])
         recognizers = Recognizers(models, list(cfg.web.detectors), settings)
         web = cfg.web
         serve(recognizers, cfg.output_dir, web.host, web.port, web.max_upload_mb, web.workers)
         return
     if cfg.app != "cli":
         raise ValueError(f"app must be cli or web, not {cfg.app!r}")
-    recognizer = EmotionRecognizer(ckpt_path=cfg.ckpt_path, detector=cfg.detector, **settings)
+    recognizer = EmotionRecognizer(ckpt_path=ckpt_path, detector=cfg.detector, **settings)
     summary = run(
         recognizer,
         cfg.source,

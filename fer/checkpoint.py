@@ -22,6 +22,21 @@ from fer.training.module import EmotionClassifier
 
 #: The model shipped with the package (deep CNN trained on FER-2013 by train.py; see MODEL_CARD.md).
 SHIPPED_CHECKPOINT = resources.files("fer") / "weights" / "fer2013_deep_cnn.ckpt"
+#: Models shipped in ``fer/weights`` by short name (``infer.py model_name=...``), each with a model card.
+SHIPPED_MODELS = {"fer2013": "fer2013_deep_cnn.ckpt", "ferplus": "ferplus_deep_cnn.ckpt"}
+
+
+def shipped_model(name: str) -> Path:
+    """The checkpoint of a shipped model's short name (:data:`SHIPPED_MODELS`).
+
+    Raises:
+        ValueError: not a shipped model's name; the message lists them.
+    """
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"model_name={name!r} is not a shipped model; choose one of {sorted(SHIPPED_MODELS)}")
+    return Path(str(resources.files("fer") / "weights" / SHIPPED_MODELS[name]))
+
+
 #: Data-module settings a slim checkpoint keeps: what inference needs to prepare inputs.
 INPUT_SETTINGS = ("image_size", "mean", "std", "clip_length", "grey")
 

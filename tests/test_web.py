@@ -32,7 +32,7 @@ def _frames(n: int) -> list[bytes]:
 
 def test_config_offers_names_never_paths(client):
     config = client.get("/api/config").json()
-    assert config == {"models": ["fer2013_deep_cnn"], "detectors": ["blazeface", "haar"], "max_upload_mb": 2}
+    assert config == {"models": ["fer2013"], "detectors": ["blazeface", "haar"], "max_upload_mb": 2}
     page = client.get("/")
     assert page.status_code == 200 and '<script src="app.js">' in page.text
     assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere
@@ -168,3 +168,9 @@ def test_four_clients_streaming_at_once_are_all_answered(tmp_path):
     for r in results:
         assert not r["errors"] and len(r["latencies"]) >= 20 and r["faces"] >= len(r["latencies"]) - 2
     assert after - before < 100, f"server memory grew from {before:.0f} to {after:.0f} MiB"
+
+
+def test_model_names_are_short_names_or_file_stems(tmp_path):
+    names = model_names([None, "fer2013", str(tmp_path / "a" / "best.ckpt"), str(tmp_path / "b" / "best.ckpt")])
+    assert list(names) == ["fer2013", "best", "best_2"]
+    assert names["fer2013"].endswith("fer2013_deep_cnn.ckpt") and names["best_2"].endswith("b/best.ckpt")

@@ -39,7 +39,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 
-from fer.checkpoint import SHIPPED_CHECKPOINT
+from fer.checkpoint import SHIPPED_MODELS, shipped_model
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer, Face
 
@@ -58,12 +58,12 @@ class Recognizers:
     """The configured models and detectors, each pair loaded once on first use and forked per client.
 
     Args:
-        models: page name -> checkpoint (``None``: the shipped model); the first is the default.
+        models: page name -> checkpoint (see :func:`model_names`); the first is the default.
         detectors: detector names the page may choose; the first is the default.
         settings: further :class:`EmotionRecognizer` keyword arguments.
     """
 
-    def __init__(self, models: dict[str, str | None], detectors: list[str], settings: dict[str, Any]) -> None:
+    def __init__(self, models: dict[str, str], detectors: list[str], settings: dict[str, Any]) -> None:
         if not models or not detectors:
             raise ValueError("the web app needs at least one model and one detector")
         self.models, self.detectors, self.settings = dict(models), list(detectors), settings
@@ -382,16 +382,29 @@ def create_app(
     return app
 
 
-def model_names(paths: list[str | None]) -> dict[str, str | None]:
-    """Page names of checkpoints: their file stems (``None``, the shipped model, by its own),
-    numbered where two stems are the same."""
-    names: dict[str, str | None] = {}
-    for path in paths:
-        stem = Path(str(SHIPPED_CHECKPOINT if path is None else path)).stem
+def model_names(entries: list[str | None]) -> dict[str, str]:
+    """Page name -> checkpoint of models to offer, in order, without repeats.
+
+    An entry is a shipped model's short name (:data:`~fer.checkpoint.SHIPPED_MODELS`;
+    ``None`` is ``fer2013``), kept as its name, or a checkpoint path, named by its file
+    stem (numbered where two stems are the same). Shipped models whose file is absent are
+    left out.
+    """
+    names: dict[str, str] = {}
+    for entry in entries:
+        entry = entry or "fer2013"
+        if entry in SHIPPED_MODELS:
+            path = shipped_model(entry)
+            if path.is_file() and entry not in names:
+                names[entry] = str(path)
+            continue
+        if entry in names.values():
+            continue
+        stem = Path(entry).stem
         name, k = stem, 2
         while name in names:
             name, k = f"{stem}_{k}", k + 1
-        names[name] = path
+        names[name] = entry
     return names
 
 

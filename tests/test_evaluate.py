@@ -1,0 +1,22 @@
+"""Zero-shot evaluation (fer/evaluate.py) of the shipped model on the real CK+ apex faces."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fer.checkpoint import SHIPPED_CHECKPOINT
+from fer.evaluate import ckplus_apex, markdown, zero_shot
+from tests.conftest import DATA, need
+
+
+def test_shipped_model_on_ckplus_apex_faces(tmp_path):
+    crops, names = ckplus_apex(need(DATA / "ckplus"), cache_dir=tmp_path)
+    assert crops.shape == (327, 1, 96, 96) and len(names) == 327  # Lucey et al. 2010: 327 labelled sequences
+    result = zero_shot(SHIPPED_CHECKPOINT, crops, names)
+    assert result["unknown_class"] == {"contempt": 18} and result["faces"] == 309
+    confusion = np.array(result["confusion"])
+    assert confusion.sum() == 309 and confusion.shape == (6, 7)  # no neutral apex in CK+'s labels
+    diagonal = sum(confusion[i, result["predicted"].index(n)] for i, n in enumerate(result["classes"]))
+    assert result["accuracy"] == diagonal / 309 and 0.6 < result["accuracy"] < 0.8  # 69.9 % when written
+    assert result["per_class_recall"]["happy"] > 0.95
+    assert markdown(result).count("\n") == 7
