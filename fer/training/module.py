@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchvision.transforms import v2
 
 from fer.models import build_network
 
@@ -34,9 +36,16 @@ class EmotionClassifier(pl.LightningModule):
         class_names: one name per output, in label order; ``num_classes`` is its length.
         optimizer: a partial (Hydra ``_partial_: true`` config or callable) taking the
             parameters, e.g. ``torch.optim.AdamW``.
-        scheduler: optional partial taking the optimizer.
+        scheduler: optional partial taking the optimizer. One that takes ``total_steps``
+            (``OneCycleLR``) and is not given it gets the run's number of optimizer steps.
         scheduler_interval: step the scheduler each ``"epoch"`` or each ``"step"``.
+        scheduler_monitor: the metric a ``ReduceLROnPlateau`` scheduler watches.
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
+        mixup_alpha, cutmix_alpha: mix each training batch with a shuffled copy of itself,
+            images and targets alike, by MixUp (Zhang et al. 2018) or CutMix (Yun et al.
+            2019) with a mixing ratio drawn from Beta(alpha, alpha); 0 leaves that one out;
+            with both, each batch takes one of them at random (torchvision's ``v2.MixUp`` /
+            ``v2.CutMix``).
         tta_flip: in val/test/predict, average the softmax of the image and its mirror.
         channels_last: run the network in channels-last memory format (faster
             convolutions on recent CPUs and GPUs, together with bf16/fp16); ``None``:
@@ -53,7 +62,10 @@ class EmotionClassifier(pl.LightningModule):
         optimizer: Any = None,
         scheduler: Any = None,
         scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/acc",
         label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         tta_flip: bool = False,
         channels_last: bool | None = None,
     ) -> None:
@@ -75,6 +87,9 @@ class EmotionClassifier(pl.LightningModule):
             if stage != "train":
                 setattr(self, f"{stage}_confmat", MulticlassConfusionMatrix(n))
         self.val_acc_best = MaxMetric()
+        mixers = ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha))
+        mixes = [kind(alpha=alpha, num_classes=n) for kind, alpha in mixers if alpha > 0]
+        self.mix = v2.RandomChoice(mixes) if mixes else None
         self.confusion: dict[str, torch.Tensor] = {}
         self.class_weights: torch.Tensor | None = None
         if channels_last:
@@ -107,6 +122,8 @@ class EmotionClassifier(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
         x, target = batch
+        if stage == "train" and self.mix is not None:  # soft targets from here on
+            x, target = self.mix(x, target)
         logits = self(x) if stage == "train" else self._eval_logits(x)
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=self.hparams.label_smoothing)
@@ -170,8 +187,16 @@ class EmotionClassifier(pl.LightningModule):
             return optimizer
         if isinstance(make_scheduler, Mapping):
             make_scheduler = instantiate(make_scheduler, _partial_=True)
-        scheduler = make_scheduler(optimizer=optimizer)
+        extra = {}
+        total_steps = inspect.signature(make_scheduler).parameters.get("total_steps")
+        if total_steps is not None and total_steps.default is None:  # OneCycleLR: the run's optimizer steps
+            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = make_scheduler(optimizer=optimizer, **extra)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.hparams.scheduler_interval,
+                "monitor": self.hparams.scheduler_monitor,
+            },
         }

@@ -1,0 +1,97 @@
+"""Recipe levers of issue 15, each a config key: EMA weights, MixUp / CutMix, SGD schedules.
+
+Short in-process runs on the FER-2013 sample shipped in the package.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fer.checkpoint import load_classifier, read_checkpoint
+from fer.data import FER2013DataModule
+from fer.training.module import EmotionClassifier
+from fer.training.run import train
+
+NET = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 48}
+
+
+def _scalars(run_dir, tag: str) -> list[float]:
+    values = []
+    for events in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        tb = EventAccumulator(str(events))
+        tb.Reload()
+        if tag in tb.Tags()["scalars"]:
+            values += [e.value for e in tb.Scalars(tag)]
+    return values
+
+
+def test_ema_weights_are_validated_and_saved(tmp_path, train_config):
+    cfg = train_config("callbacks=ema", "callbacks.ema.decay=0.9", "model=cnn4", "debug=limit", "test=false")
+    cfg.trainer.precision = "32-true"  # validated as the check below computes
+    train(cfg)
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert averaged.keys() == raw.keys()
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if averaged[k].is_floating_point())
+    # the accuracy best.ckpt was selected by is the one its (averaged) weights give on the val split
+    model, _ = load_classifier(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    datamodule = FER2013DataModule(batch_size=64)
+    datamodule.setup()
+    images, labels = datamodule.splits["val"].tensors
+    images, labels = images[:128], labels[:128]  # debug=limit validates 2 batches of 64
+    x = datamodule.on_after_batch_transfer((images, labels), 0)[0]
+    with torch.inference_mode():
+        accuracy = (model.eval()(x).argmax(1) == labels).float().mean().item()
+    states = checkpoint["callbacks"]
+    selected = next(
+        v["best_model_score"] for k, v in states.items() if k.startswith("ModelCheckpoint{'monitor': 'val/acc'")
+    )
+    assert abs(accuracy - float(selected)) < 1e-6
+
+
+def test_mixup_and_cutmix_train_on_mixed_soft_targets():
+    model = EmotionClassifier(NET, [str(k) for k in range(7)], mixup_alpha=0.4, cutmix_alpha=1.0)
+    x, y = torch.randn(16, 1, 48, 48), torch.arange(16) % 7
+    kinds = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        loss = model._step((x, y), "train")["loss"]
+        torch.manual_seed(seed)  # the same draw again, by hand
+        mixed, target = model.mix(x, y)
+        assert target.shape == (16, 7) and torch.allclose(target.sum(1), torch.ones(16))
+        assert torch.allclose(loss, F.cross_entropy(model(mixed).float(), target), atol=1e-5)
+        changed = (mixed != x).flatten(1).float().mean(1)
+        kinds.add("mixup" if changed.min() == 1 else "cutmix")  # MixUp changes every pixel, CutMix a box
+        lam = target[torch.arange(16), y].min()
+        assert 0 < lam < 1
+    assert kinds == {"mixup", "cutmix"}
+
+
+def test_mixed_batches_train_end_to_end(tmp_path, train_config):
+    metrics = train(train_config("model=cnn4", "model.mixup_alpha=0.2", "model.cutmix_alpha=1.0", "debug=limit"))
+    assert 0 <= metrics["test/acc"] <= 1
+
+
+def test_sgd_one_cycle_runs_over_the_runs_own_steps(tmp_path, train_config):
+    train(train_config("classifier=sgd_onecycle", "model=cnn4", "debug=limit", "test=false"))
+    assert abs(_scalars(tmp_path / "run", "lr-SGD")[0] - 0.1 / 25) < 1e-9  # OneCycleLR starts at max_lr / 25
+    # ... and its cycle spans the run's 2 epochs of 5 steps, stepped every batch
+    schedule = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["lr_schedulers"][0]
+    assert schedule["total_steps"] == 10 and schedule["last_epoch"] == 10
+
+
+def test_sgd_plateau_watches_validation_accuracy(tmp_path, train_config):
+    overrides = ("classifier=sgd_plateau", "model.scheduler.patience=0", "model=cnn4", "debug=limit", "test=false")
+    train(train_config(*overrides, "trainer.max_epochs=4", "callbacks.early_stopping=null"))
+    lrs = _scalars(tmp_path / "run", "lr-SGD")
+    val = _scalars(tmp_path / "run", "val/acc")
+    assert len(lrs) == len(val) == 4
+    # patience 0: the rate falls tenfold after every epoch whose accuracy is not a new best
+    best, expected = -1.0, 0.01
+    for k in range(3):
+        if val[k] <= best:
+            expected /= 10
+        best = max(best, val[k])
+        assert abs(lrs[k + 1] - expected) < 1e-9, (val, lrs)
