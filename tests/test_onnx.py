@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, export_onnx, loa
 from fer.data import FER2013DataModule
 from fer.export import main as export_main
 from fer.face.crops import preprocess
+from fer.face.detection import BlazeFaceDetector, blazeface_files, export_blazeface_onnx
 from fer.inference.backends import OnnxBackend, TorchBackend
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
@@ -35,8 +37,6 @@ def test_parity_on_256_real_privatetest_faces(shipped_onnx):
 
 
 def test_a_plain_onnxruntime_script_needs_nothing_from_fer(shipped_onnx):
-    import cv2
-
     session = ort.InferenceSession(str(shipped_onnx), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     names, size = json.loads(meta["class_names"]), int(meta["input_size"])
@@ -123,3 +123,43 @@ def test_shipped_model_on_the_full_privatetest_through_onnxruntime(shipped_onnx)
     onnx_correct = int((torch.from_numpy(onnx_pred) == labels).sum())
     torch_correct = int((torch_pred == labels).sum())
     assert abs(onnx_correct - torch_correct) <= 1, (onnx_correct, torch_correct)
+
+
+def _frames(video, every: int) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(need(video)))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    return frames[::every]
+
+
+@pytest.fixture(scope="module")
+def real_images():
+    images = [cv2.imread(str(need(DATA / "photos" / n))) for n in ("multi_face.jpg", "two_people.jpg", "obama.jpg")]
+    return images + _frames(DATA / "videos" / "single_face.mp4", 12)
+
+
+@pytest.mark.parametrize("back_model", [True, False])
+def test_shipped_blazeface_graphs_find_what_pytorch_finds(real_images, back_model):
+    fast = BlazeFaceDetector(back_model=back_model)
+    reference = BlazeFaceDetector(back_model=back_model, runtime="torch")
+    assert (fast.runtime, reference.runtime) == ("onnxruntime", "torch")  # onnxruntime is the default on a CPU
+    found = 0
+    for image in real_images:
+        a, b = fast(image), reference(image)
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert np.abs(x.box - y.box).max() < 0.5 and abs(x.score - y.score) < 1e-4
+        found += len(a)
+    assert found >= len(real_images) + 4  # a face in every photo and frame, five in multi_face.jpg
+
+
+def test_export_blazeface_onnx_writes_the_shipped_graph(tmp_path):
+    pytest.importorskip("onnxscript", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+    path = export_blazeface_onnx(False, tmp_path / "front.onnx")
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 3, 128, 128)).astype(np.float32)
+    fresh = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    shipped_path = blazeface_files(back_model=False)[2]
+    shipped = ort.InferenceSession(str(shipped_path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    assert [o.shape for o in fresh] == [(3, 896, 16), (3, 896, 1)]
+    assert all(np.abs(f - s).max() < 1e-5 for f, s in zip(fresh, shipped))

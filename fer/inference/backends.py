@@ -57,7 +57,9 @@ class OnnxBackend:
         if device.startswith("cuda") and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()  # the thread budget of infer.py
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:
             raise CheckpointError(f"{path}: not an ONNX model onnxruntime can run ({error})") from None
         meta = self.session.get_modelmeta().custom_metadata_map

@@ -110,11 +110,11 @@ class EmotionClassifier(pl.LightningModule):
         return self._eval_logits(x).float().softmax(-1)
 
     def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self(x)
-        if self.hparams.tta_flip:  # log of the mean of both softmaxes
-            both = torch.stack([logits.float().log_softmax(-1), self(x.flip(-1)).float().log_softmax(-1)])
-            logits = both.logsumexp(0) - torch.log(torch.tensor(2.0))
-        return logits
+        if not self.hparams.tta_flip:
+            return self(x)
+        # the images and their mirrors in one batch; log of the mean of both softmaxes
+        both = self(torch.cat([x, x.flip(-1)])).float().log_softmax(-1).unflatten(0, (2, -1))
+        return both.logsumexp(0) - torch.log(torch.tensor(2.0))
 
     def setup(self, stage: str) -> None:
         weights = getattr(self.trainer.datamodule, "class_weights", None)  # data modules may offer them
