@@ -17,7 +17,7 @@ register_resolvers()
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 #: Config keys passed to every EmotionRecognizer as they are.
 RECOGNIZER_KEYS = ("device", "detect_scale", "detect_every", "smoothing", "margin", "landmarks", "max_age", "hold")
-RECOGNIZER_KEYS += ("min_score", "download", "max_image_side", "backend", "onnx_cache")
+RECOGNIZER_KEYS += ("cut_threshold", "min_score", "download", "max_image_side", "backend", "onnx_cache")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")

@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,6 +228,53 @@ def test_a_face_refound_near_where_it_was_lost_keeps_its_id():
     assert ids[0] == ids[2] == ids[3] == ids[4] == (1,) and ids[5:13] == [()] * 8 and ids[13] == (1,)
 
 
+def test_a_small_face_near_a_lost_close_up_is_someone_else():
+    boxes = iter([[np.array([300, 100, 500, 300.0])]] * 2 + [[]] * 5 + [[np.array([380, 180, 430, 230.0])]])
+    recognizer = EmotionRecognizer(detector=lambda image: [], device="cpu", detect_every=1, hold=0)
+    recognizer.detector = lambda image: [__import__("fer").face.detection.Detection(b, 0.9) for b in next(boxes)]
+    image = np.zeros((360, 640, 3), np.uint8)
+    ids = [tuple(f.track_id for f in recognizer.predict(image)) for _ in range(8)]
+    assert ids[:2] == [(1,), (1,)] and ids[7] == (2,)  # a quarter of the close-up's side, at its centre
+
+
+def _video_tracks(recognizer, video):
+    import cv2
+
+    capture, spans = cv2.VideoCapture(str(need(video))), {}
+    for k in range(10_000):
+        ok, frame = capture.read()
+        if not ok:
+            return spans
+        for face in recognizer.predict(frame):
+            first, _ = spans.get(face.track_id, (k, k))
+            spans[face.track_id] = (first, k)
+    raise AssertionError("video too long")
+
+
+def test_scene_cuts_end_tracks_and_one_person_keeps_one_id():
+    recognizer = EmotionRecognizer(device="cpu")  # infer.yaml's defaults
+    spans = _video_tracks(recognizer, VIDEOS / "short_hamilton_clip.mp4")
+    # the stage clip cuts at frames 20, 82 and 211 (found by eye); no track lives across a cut
+    assert recognizer.cuts == 3
+    shots = [(0, 19), (20, 81), (82, 210), (211, 274)]
+    assert all(any(a <= first and last <= b for a, b in shots) for first, last in spans.values()), spans
+    # the close-up of the singer (frames 82-210) is one track from its first frame to its last
+    assert [span for span in spans.values() if span[0] <= 90 and span[1] >= 200] == [(82, 210)]
+    recognizer.reset()
+    assert _video_tracks(recognizer, VIDEOS / "single_face.mp4") == {1: (0, 71)} and recognizer.cuts == 0
+
+
+def test_auto_takes_blazeface_front_for_streams_and_full_range_for_photos(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no S3FD weights cached
+    recognizer = EmotionRecognizer(device="cpu")
+    assert recognizer.detector.detector.back_model is False
+    assert recognizer.still_detector.detector.back_model is True
+    import cv2
+
+    photo = cv2.imread(str(need(PHOTOS / "multi_face.jpg")))
+    assert len(recognizer.predict(photo, track=False)) == 5  # the front model alone finds 4 (README table)
+
+
 def test_landmarks_work_offline_with_dlib(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no 2D-FAN weights
     recognizer = EmotionRecognizer(device="cpu", landmarks=True, download=False)
@@ -251,7 +299,7 @@ def test_detection_and_classification_on_cuda():
 
 @pytest.mark.slow
 def test_infer_py_as_a_user_runs_it(tmp_path):
-    result = run_infer(tmp_path, f"source={need(PHOTOS / 'two_people.jpg')}", "detector=haar")
+    result = run_infer(tmp_path, f"source={need(PHOTOS / 'two_people.jpg')}", "detector=haar", "model_name=fer2013")
     assert "1 frames, 1 with a face" in result.stdout
     assert (tmp_path / "predictions.csv").exists() and (tmp_path / "summary.json").exists()
 
@@ -266,3 +314,11 @@ def test_recognizer_defaults_equal_infer_yaml():
     shared = [k for k in defaults if k in conf and k not in ("ckpt_path", "onnx_cache")]
     assert len(shared) >= 12
     assert {k: defaults[k] for k in shared} == {k: conf[k] for k in shared}
+
+
+def test_shipped_models_by_short_name():
+    from fer.checkpoint import SHIPPED_CHECKPOINT, shipped_model
+
+    assert shipped_model("fer2013") == Path(str(SHIPPED_CHECKPOINT))
+    with pytest.raises(ValueError, match=r"model_name='vgg' is not a shipped model.*fer2013"):
+        shipped_model("vgg")

@@ -15,7 +15,7 @@ import torch
 from fer.checkpoint import CheckpointError
 from fer.device import resolve_device
 from fer.face.crops import crop_faces, preprocess
-from fer.face.detection import Detection, FaceDetector, detect_scaled, make_detector
+from fer.face.detection import Detection, FaceDetector, detect_scaled, make_detectors
 from fer.inference.backends import make_backend
 from fer.inference.timing import StageTimes
 
@@ -55,9 +55,14 @@ def _match_cost(track: np.ndarray, box: np.ndarray) -> float:
 
     Matches where the boxes overlap (IoU over 0.3) or where the box's centre lies within
     0.6 of the track's box side of the track's centre (a face re-found after a look-down
-    or a missed detection has moved a little, its box often resized).
+    or a missed detection has moved a little, its box often resized), and the box's side
+    is between half and twice the track's (a small face in the background near where a
+    close-up was lost is someone else).
     """
     iou = _iou(track, box)
+    growth = np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 1e-6) / max(_area(track), 1e-6))
+    if not 0.5 <= growth <= 2:  # a face does not halve or double in size while its track lives
+        return float("inf")
     side = max(track[2] - track[0], track[3] - track[1], 1e-6)
     shift = float(np.hypot(*((box[:2] + box[2:4]) - (track[:2] + track[2:4])) / 2)) / side
     if iou <= 0.3 and shift >= 0.6:
@@ -65,11 +70,24 @@ def _match_cost(track: np.ndarray, box: np.ndarray) -> float:
     return (1 - iou) + shift
 
 
+def _area(box: np.ndarray) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
-    return inter / max((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter, 1e-6)
+    return inter / max(_area(a) + _area(b) - inter, 1e-6)
+
+
+#: Side of the grey thumbnails compared to find scene cuts (width, height).
+THUMBNAIL = (32, 18)
+
+
+def _thumbnail(image_bgr: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
+    return cv2.resize(grey, THUMBNAIL, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 class EmotionRecognizer:
@@ -78,7 +96,9 @@ class EmotionRecognizer:
     Args:
         ckpt_path: a train.py checkpoint of an image or clip model; ``None`` is the
             shipped FER-2013 model.
-        detector: a name for :func:`~fer.face.detection.make_detector` or a detector object.
+        detector: a name for :func:`~fer.face.detection.make_detectors` (``auto``: BlazeFace's
+            front model for streams, its full-range model for still images, where S3FD's
+            weights are not cached) or a detector object.
         device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
         detect_scale: video frames are shrunk by this factor for detection only (single
             images are searched at full resolution).
@@ -93,6 +113,11 @@ class EmotionRecognizer:
         hold: a tracked face the detector misses is still reported, at its last box and
             classified there, for this many frames (image models; bridges single missed
             detections, e.g. of a face scored just under ``min_score``).
+        cut_threshold: a stream frame whose 32x18 grey thumbnail differs from the last
+            one's by more than this mean absolute grey level (0-255) is a scene cut: every
+            track ends and the frame is searched for faces (0: never). Cuts of the shared
+            videos differ by 26-145, motion within a shot by at most 13
+            (``benchmarks/detectors.py``).
         min_score: detections scoring below this are dropped (detectors with scores).
         download: let S3FD and 2D-FAN fetch their weights on first use.
         backend: ``"torch"`` or ``"onnxruntime"`` (``ckpt_path`` an ``.onnx`` file, or a
@@ -121,6 +146,7 @@ class EmotionRecognizer:
         landmarks: bool = False,
         max_age: int = 30,
         hold: int = 2,
+        cut_threshold: float = 20.0,
         min_score: float = 0.5,
         download: bool = True,
         max_image_side: int = 1920,
@@ -141,10 +167,12 @@ class EmotionRecognizer:
             )
         self.class_names = self.backend.class_names
         if isinstance(detector, str):
-            detector = make_detector(detector, self.device, landmarks, min_score, download)
-        self.detector, self.detect_scale = detector, detect_scale
+            self.detector, self.still_detector = make_detectors(detector, self.device, landmarks, min_score, download)
+        else:
+            self.detector = self.still_detector = detector
+        self.detect_scale = detect_scale
         self.detect_every, self.smoothing, self.margin, self.max_age = max(1, detect_every), smoothing, margin, max_age
-        self.min_score, self.hold = min_score, hold
+        self.min_score, self.hold, self.cut_threshold = min_score, hold, cut_threshold
         self.max_image_side = max_image_side
         self.times = StageTimes()
         self.reset()
@@ -154,6 +182,8 @@ class EmotionRecognizer:
         self.frame_index, self.next_id = 0, 1
         self.tracks: dict[int, _Track] = {}
         self._detections: list[Detection] = []
+        self._thumbnail: np.ndarray | None = None
+        self.cuts = 0
 
     def fork(self) -> EmotionRecognizer:
         """A recognizer sharing this one's model and detector (loaded once), with its own
@@ -207,9 +237,14 @@ class EmotionRecognizer:
         start = time.perf_counter()
         if not track:
             self.reset()
-        if self.frame_index % self.detect_every == 0:
+        cut = track and self.cut_threshold > 0 and self._scene_cut(image_bgr)
+        if cut:  # the faces of the last shot are gone; ids go on counting
+            self.tracks.clear()
+            self.cuts += 1
+        if cut or self.frame_index % self.detect_every == 0:
             scale = self.detect_scale if track else min(1.0, self.max_image_side / max(image_bgr.shape[:2]))
-            self._detections = detect_scaled(self.detector, image_bgr, scale, self.min_score)
+            detector = self.detector if track else self.still_detector
+            self._detections = detect_scaled(detector, image_bgr, scale, self.min_score)
             start = self.times.add("detect", start)
         detections = list(self._detections)
         boxes = [d.box for d in detections]
@@ -245,6 +280,12 @@ class EmotionRecognizer:
             box = tuple(int(round(v)) for v in d.box)
             faces.append(Face(box, names[int(p.argmax())], dict(zip(names, map(float, p))), d.score, k, d.landmarks))
         return faces
+
+    def _scene_cut(self, image_bgr: np.ndarray) -> bool:
+        """Whether this frame starts a new shot (see ``cut_threshold``)."""
+        thumbnail, last = _thumbnail(image_bgr), self._thumbnail
+        self._thumbnail = thumbnail
+        return last is not None and float(np.abs(thumbnail - last).mean()) > self.cut_threshold
 
     def _associate(self, boxes: list[np.ndarray]) -> list[int]:
         """Match this frame's boxes to the tracks (best pairs first, see :func:`_match_cost`);
