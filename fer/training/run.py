@@ -33,6 +33,8 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     """
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = model_cfg["net"]
+    if "checkpoints" in net:  # model=ensemble: trained image classifiers, their weights as they are
+        return _ensemble(model_cfg, net.pop("checkpoints"), datamodule)
     pretrained = net.pop("pretrained", None)
     if pretrained:
         source_net, weights, source_classes = pretrained_network(pretrained)
@@ -51,6 +53,31 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     elif pretrained:
         fresh = transfer_weights(model.net, weights, source_classes, list(datamodule.class_names), pretrained)
         log.info("Fine-tuning %s from %s; classes new to it: %s", net["_target_"], pretrained, fresh or "none")
+    return model
+
+
+def _ensemble(
+    model_cfg: dict[str, Any], checkpoints: list[str], datamodule: pl.LightningDataModule
+) -> EmotionClassifier:
+    """The :class:`~fer.models.Ensemble` of image classifier checkpoints of ``datamodule``'s classes.
+
+    Raises:
+        ValueError: no checkpoints. CheckpointError: a checkpoint with other classes (or
+            another order) than the data's, or not an image model.
+    """
+    if not checkpoints:
+        raise ValueError("model=ensemble needs model.net.checkpoints=[a.ckpt,b.ckpt,...]")
+    members = [pretrained_network(path) for path in checkpoints]
+    for path, (_, _, classes) in zip(checkpoints, members):
+        if classes != list(datamodule.class_names):
+            raise CheckpointError(f"{path}: classes {classes} are not the data's {list(datamodule.class_names)}")
+    net = model_cfg["net"]
+    net.update(
+        members=[config for config, _, _ in members], num_classes=datamodule.num_classes, **datamodule.input_spec
+    )
+    model = instantiate(model_cfg, class_names=list(datamodule.class_names))
+    for member, (_, weights, _) in zip(model.net.members, members):
+        member.load_state_dict(weights)
     return model
 
 
@@ -119,8 +146,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             check_checkpoint(ckpt_path)  # refused here, unrun, unless plain data naming a fer.models network
     elif ckpt_path:
         model = load_classifier(ckpt_path)[0]
+    elif "checkpoints" in cfg.model.net:  # an ensemble of trained models: nothing to fit
+        model = build_model(cfg, datamodule)
     else:
-        raise ValueError("train=false needs ckpt_path=PATH to a checkpoint to test")
+        raise ValueError("train=false needs ckpt_path=PATH to a checkpoint to test (or model=ensemble)")
 
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"), logged=bool(loggers))
@@ -147,4 +176,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path if cfg.train else None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         log.info("test report: %s", output_dir / "metrics.json")
+    if not cfg.train and not ckpt_path and cfg.test:  # the ensemble as one checkpoint, for infer.py and export
+        path = output_dir / "checkpoints" / "ensemble.ckpt"
+        trainer.save_checkpoint(path, weights_only=True)
+        log.info("ensemble checkpoint: %s", path)
     return metrics

@@ -1,0 +1,45 @@
+"""An ensemble of image networks: the mean of their class probabilities.
+
+Averaging the softmax outputs of independently trained networks is the usual way the
+FER-2013 papers combine models (e.g. Pramerdorfer & Kampel 2016, 75.2 % from eight).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+
+class Ensemble(nn.Module):
+    """``(B, C, S, S)`` float images -> ``(B, num_classes)`` log mean probability of the members.
+
+    The output is a valid logit: its softmax is the members' mean softmax. Every member
+    sees the same input and has the same classes in the same order.
+
+    Args:
+        members: the networks (modules, or their configs with ``fer.models`` targets);
+            ``fer.training.run.build_model`` fills them from ``checkpoints=[...]``.
+        num_classes, in_channels, input_size: what the data module gives every network
+            (checked against nothing here: the members' own configs hold theirs).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[nn.Module | Mapping[str, Any]],
+        num_classes: int = 7,
+        in_channels: int = 1,
+        input_size: int = 48,
+    ) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(m if isinstance(m, nn.Module) else instantiate(dict(m)) for m in members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logs = torch.stack([m(x).float().log_softmax(-1) for m in self.members])
+        return logs.logsumexp(0) - math.log(len(self.members))

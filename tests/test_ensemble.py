@@ -1,0 +1,62 @@
+"""model=ensemble: the mean probability of trained checkpoints, tested by train=false and used by the recognizer."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+import torch
+
+from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, shipped_model
+from fer.data import CLASS_NAMES, FER2013DataModule
+from fer.inference.recognizer import EmotionRecognizer
+from fer.training.module import EmotionClassifier
+from fer.training.run import train
+from tests.conftest import DATA, need
+
+
+@pytest.fixture(scope="module")
+def second_member(tmp_path_factory):
+    """A 4-conv CNN of FER-2013's classes (seeded, untrained): a member unlike the shipped deep CNN."""
+    torch.manual_seed(0)
+    net = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 48}
+    model = EmotionClassifier(net, class_names=list(CLASS_NAMES))
+    path = tmp_path_factory.mktemp("member") / "cnn4.ckpt"
+    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
+    return path
+
+
+def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, train_config, second_member):
+    members = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{second_member}]"
+    metrics = train(train_config("train=false", "model=ensemble", members))
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["num_images"] == 350 and abs(metrics["test/acc"] - report["accuracy"]) < 1e-6
+    ensemble, _ = load_classifier(tmp_path / "run" / "checkpoints" / "ensemble.ckpt")
+    assert "checkpoints" not in ensemble.hparams.net  # configs, never paths
+    shipped, cnn4 = load_classifier(SHIPPED_CHECKPOINT)[0], load_classifier(second_member)[0]
+    dm = FER2013DataModule()
+    dm.setup()
+    x = dm.on_after_batch_transfer(dm.splits["test"][:64], 0)[0]
+    with torch.inference_mode():
+        mean = (shipped.net(x).float().softmax(-1) + cnn4.net(x).float().softmax(-1)) / 2
+        assert torch.allclose(ensemble.net(x).softmax(-1), mean, atol=1e-5)
+
+    recognizer = EmotionRecognizer(tmp_path / "run" / "checkpoints" / "ensemble.ckpt", device="cpu")
+    faces = recognizer.predict(cv2.imread(str(need(DATA / "photos" / "multi_face.jpg"))), track=False)
+    assert len(faces) == 5 and all(abs(sum(f.probabilities.values()) - 1) < 1e-4 for f in faces)
+
+
+def test_members_of_other_classes_are_refused(train_config):
+    ferplus = shipped_model("ferplus")
+    with pytest.raises(CheckpointError, match=r"ferplus_deep_cnn.ckpt: classes .* are not the data's"):
+        train(train_config("train=false", "model=ensemble", f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{ferplus}]"))
+
+
+def test_a_hostile_member_target_is_refused_unrun(tmp_path):
+    hostile = {"_target_": "fer.models.Ensemble", "members": [{"_target_": "os.system", "command": "touch x"}]}
+    model = EmotionClassifier({"_target_": "fer.models.CNN4", "num_classes": 7}, class_names=list(CLASS_NAMES))
+    hparams = dict(model.hparams) | {"net": hostile}
+    torch.save({"hyper_parameters": hparams, "state_dict": model.state_dict()}, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match="os.system"):
+        load_classifier(tmp_path / "bad.ckpt")
