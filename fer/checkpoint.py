@@ -135,7 +135,7 @@ def _classifier(checkpoint: dict[str, Any], path: Path) -> tuple[EmotionClassifi
     """:func:`load_classifier` of a checkpoint already read from ``path``."""
     net = network_config(checkpoint, path)
     hparams = checkpoint["hyper_parameters"]
-    keep = ("label_smoothing", "tta_flip", "channels_last")
+    keep = ("label_smoothing", "tta_flip", "crop", "ten_crop", "channels_last")
     try:
         model = EmotionClassifier(net, hparams["class_names"], **{k: hparams[k] for k in keep if k in hparams})
         model.load_state_dict(checkpoint["state_dict"])
@@ -149,8 +149,8 @@ def _classifier(checkpoint: dict[str, Any], path: Path) -> tuple[EmotionClassifi
     else:
         clip = (settings["clip_length"],) if settings["clip_length"] else ()
         shape = (1, *clip, settings["channels"], settings["image_size"], settings["image_size"])
-    with torch.inference_mode():
-        outputs = model(torch.zeros(shape)).shape[-1]
+    with torch.inference_mode():  # as inference calls it (a classifier that crops gets whole images)
+        outputs = model.predict_proba(torch.zeros(shape)).shape[-1]
     if outputs != model.num_classes:
         raise CheckpointError(
             f"{path}: weights do not fit: the network has {outputs} outputs for {model.num_classes} class names"

@@ -95,3 +95,42 @@ def test_sgd_plateau_watches_validation_accuracy(tmp_path, train_config):
             expected /= 10
         best = max(best, val[k])
         assert abs(lrs[k + 1] - expected) < 1e-9, (val, lrs)
+
+
+def test_ten_crop_averages_the_ten_views_torchvision_cuts():
+    from torchvision.transforms.v2 import functional as TF
+
+    torch.manual_seed(0)
+    net = {**NET, "input_size": 40}
+    model = EmotionClassifier(net, [str(k) for k in range(7)], tta_flip=True, crop=40, ten_crop=True).eval()
+    x = torch.randn(5, 1, 48, 48)
+    with torch.inference_mode():
+        views = TF.ten_crop(x, [40, 40])  # 4 corners and the centre, then the same of the mirror
+        expected = torch.stack([model(v).softmax(-1) for v in views]).mean(0)
+        assert torch.allclose(model.predict_proba(x), expected, atol=1e-5)
+        centre = EmotionClassifier(net, [str(k) for k in range(7)], crop=40).eval()
+        centre.load_state_dict(model.state_dict())
+        assert torch.allclose(centre.predict_proba(x), model(TF.center_crop(x, [40, 40])).softmax(-1), atol=1e-6)
+    crops = model._random_crops(x)
+    assert crops.shape == (5, 1, 40, 40)
+    # every crop is a window of its own image
+    for image, crop in zip(x, crops):
+        windows = image.unfold(1, 40, 1).unfold(2, 40, 1)  # (1, 9, 9, 40, 40)
+        assert (windows == crop[:, None, None]).flatten(3).all(-1).any()
+
+
+def test_crop_training_end_to_end_and_the_recognizer_feeds_whole_faces(tmp_path, train_config):
+    import cv2
+
+    from fer.inference.recognizer import EmotionRecognizer
+    from tests.conftest import DATA, need
+
+    overrides = ("model=deep_cnn", "model.crop=40", "model.ten_crop=true", "model.tta_flip=true", "debug=limit")
+    metrics = train(train_config(*overrides))
+    assert 0 <= metrics["test/acc"] <= 1
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    model, settings = load_classifier(best)
+    assert settings["image_size"] == 48 and model.hparams.net["input_size"] == 40
+    recognizer = EmotionRecognizer(best, detector="blazeface", device="cpu")
+    faces = recognizer.predict(cv2.imread(str(need(DATA / "photos" / "two_people.jpg"))), track=False)
+    assert len(faces) == 2

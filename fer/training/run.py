@@ -45,6 +45,8 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
                 f"{pretrained}: holds {source_net['_target_']}, but the model config builds {net['_target_']}"
             )
     net.update(num_classes=datamodule.num_classes, **datamodule.input_spec)
+    if model_cfg.get("crop"):  # the classifier crops the data's images for its network
+        net["input_size"] = model_cfg["crop"]
     model = instantiate(model_cfg, class_names=list(datamodule.class_names))
     if pretrained and "frame_net" in net:
         missing, _ = model.net.frame_net.load_state_dict(weights, strict=False)  # the dropped class layer
