@@ -6,9 +6,10 @@ Photos: faces found against the faces a person counts in each (``photos/``; too 
 a miss, too many a false detection), milliseconds per image (median of 3, after a
 warm-up), at the recognizer's still-image size (longest side at most 1,920 px). Videos:
 the share of frames in which the detector finds exactly the faces a person counts (the
-stage clip: frames with any face), at the default detection scale (0.5), and ms a frame.
-Then end to end, as ``infer.py`` runs (default detector for streams, detection every 2nd
-frame at half resolution, classification, tracking, drawing; no files), on
+stage clip: frames with any face), at each detector's default scale for streams (BlazeFace
+full resolution, the others half), and ms a frame. Then end to end, as ``infer.py`` runs
+(default detector for streams, detection every 2nd frame, classification, tracking,
+drawing; no files), on
 ``single_face.mp4`` and ``short_hamilton_clip.mp4``: FPS, frames in which the same
 detector at full resolution finds a face that the loop misses, track ids and scene cuts,
 for the thread budget given and for torch's and OpenCV's defaults.
@@ -28,7 +29,7 @@ from infer_fps import frames_of  # this folder is on the path when run as a scri
 from fer.device import set_thread_budget
 from fer.face.detection import detect_scaled, make_detector, make_detectors
 from fer.inference.outputs import draw
-from fer.inference.recognizer import EmotionRecognizer
+from fer.inference.recognizer import DETECT_SCALE, EmotionRecognizer
 
 PHOTOS = {
     "multi_face.jpg": 5,
@@ -87,7 +88,9 @@ def video_table(data: Path, videos: dict[str, list]) -> None:
         for video, count in VIDEOS.items():
             frames = videos[video]
             start = time.perf_counter()
-            found = [len(detect_scaled(detector, f, 0.5, 0.5)) for f in frames]
+            found = [
+                len(detect_scaled(detector, f, getattr(detector, "stream_scale", DETECT_SCALE), 0.5)) for f in frames
+            ]
             ms = 1000 * (time.perf_counter() - start) / len(frames)
             right = [n > 0 if count is None else n == count(k) for k, n in enumerate(found)]
             cells.append(f"{sum(right) / len(frames):.0%}, {ms:.0f} ms")

@@ -120,6 +120,10 @@ class BlazeFaceDetector:
         ImportError: ``runtime="onnxruntime"`` without onnxruntime installed.
     """
 
+    #: Video frames are searched at full resolution: the network sees a fixed square
+    #: (256 or 128 px) whatever the frame's size, so shrinking first costs detail, not time.
+    stream_scale = 1.0
+
     def __init__(
         self, device: str = "cpu", back_model: bool = True, min_score: float = 0.5, runtime: str = "auto"
     ) -> None:
@@ -316,6 +320,8 @@ class WithLandmarks:
 
     def __init__(self, detector: FaceDetector, landmarker) -> None:
         self.detector, self.landmarker = detector, landmarker
+        if hasattr(detector, "stream_scale"):
+            self.stream_scale = detector.stream_scale
 
     def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
         found = self.detector(image_bgr)

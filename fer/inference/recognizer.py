@@ -19,6 +19,9 @@ from fer.face.detection import Detection, FaceDetector, detect_scaled, make_dete
 from fer.inference.backends import make_backend
 from fer.inference.timing import StageTimes
 
+#: Detection scale of video frames for detectors whose cost grows with the image (Haar, dlib, S3FD).
+DETECT_SCALE = 0.5
+
 
 @dataclass
 class Face:
@@ -101,7 +104,9 @@ class EmotionRecognizer:
             weights are not cached) or a detector object.
         device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
         detect_scale: video frames are shrunk by this factor for detection only (single
-            images are searched at full resolution).
+            images are searched at full resolution); ``None``: the detector's own
+            ``stream_scale`` (BlazeFace 1.0: its network sees a fixed square, so
+            shrinking first only loses detail), else :data:`DETECT_SCALE`.
         detect_every: run the detector every N frames of a stream; in between, faces
             keep their tracked boxes and are classified again.
         smoothing: EMA factor of each tracked face's probabilities across frames
@@ -139,7 +144,7 @@ class EmotionRecognizer:
         ckpt_path: str | Path | None = None,
         detector: str | FaceDetector = "auto",
         device: str = "auto",
-        detect_scale: float = 0.5,
+        detect_scale: float | None = None,
         detect_every: int = 2,
         smoothing: float = 0.5,
         margin: float = 0.1,
@@ -153,7 +158,7 @@ class EmotionRecognizer:
         backend: str = "torch",
         onnx_cache: str | Path = "outputs/cache/onnx",
     ) -> None:
-        if not 0 < detect_scale <= 1:
+        if detect_scale is not None and not 0 < detect_scale <= 1:
             raise ValueError(f"detect_scale must be in (0, 1], not {detect_scale}")
         if max_image_side < 32:
             raise ValueError(f"max_image_side must be at least 32 pixels, not {max_image_side}")
@@ -242,8 +247,11 @@ class EmotionRecognizer:
             self.tracks.clear()
             self.cuts += 1
         if cut or self.frame_index % self.detect_every == 0:
-            scale = self.detect_scale if track else min(1.0, self.max_image_side / max(image_bgr.shape[:2]))
             detector = self.detector if track else self.still_detector
+            if track:
+                scale = self.detect_scale or getattr(detector, "stream_scale", DETECT_SCALE)
+            else:
+                scale = min(1.0, self.max_image_side / max(image_bgr.shape[:2]))
             self._detections = detect_scaled(detector, image_bgr, scale, self.min_score)
             start = self.times.add("detect", start)
         detections = list(self._detections)
