@@ -63,7 +63,7 @@ def _match_cost(track: np.ndarray, box: np.ndarray) -> float:
     close-up was lost is someone else).
     """
     iou = _iou(track, box)
-    growth = np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 1e-6) / max(_area(track), 1e-6))
+    growth = np.sqrt(max(_area(box), 1e-6) / max(_area(track), 1e-6))
     if not 0.5 <= growth <= 2:  # a face does not halve or double in size while its track lives
         return float("inf")
     side = max(track[2] - track[0], track[3] - track[1], 1e-6)
@@ -120,9 +120,9 @@ class EmotionRecognizer:
             detections, e.g. of a face scored just under ``min_score``).
         cut_threshold: a stream frame whose 32x18 grey thumbnail differs from the last
             one's by more than this mean absolute grey level (0-255) is a scene cut: every
-            track ends and the frame is searched for faces (0: never). Cuts of the shared
-            videos differ by 26-145, motion within a shot by at most 13
-            (``benchmarks/detectors.py``).
+            track ends and the frame is searched for faces (0: never). On the shared
+            videos the cuts differ by 26-145 and consecutive frames of one shot by at
+            most 13.
         min_score: detections scoring below this are dropped (detectors with scores).
         download: let S3FD and 2D-FAN fetch their weights on first use.
         backend: ``"torch"`` or ``"onnxruntime"`` (``ckpt_path`` an ``.onnx`` file, or a

@@ -22,19 +22,15 @@ class Ensemble(nn.Module):
     sees the same input and has the same classes in the same order.
 
     Args:
-        members: the networks (modules, or their configs with ``fer.models`` targets);
-            ``fer.training.run.build_model`` fills them from ``checkpoints=[...]``.
-        num_classes, in_channels, input_size: what the data module gives every network
-            (checked against nothing here: the members' own configs hold theirs).
+        members: the networks (modules, or their configs with ``fer.models`` targets, which
+            hold their own inputs and classes); ``fer.training.run.build_model`` fills them
+            from ``checkpoints=[...]``.
+
+    Raises:
+        ValueError: no members.
     """
 
-    def __init__(
-        self,
-        members: Sequence[nn.Module | Mapping[str, Any]],
-        num_classes: int = 7,
-        in_channels: int = 1,
-        input_size: int = 48,
-    ) -> None:
+    def __init__(self, members: Sequence[nn.Module | Mapping[str, Any]]) -> None:
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")

@@ -73,10 +73,7 @@ def _ensemble(
     for path, (_, _, classes) in zip(checkpoints, members):
         if classes != list(datamodule.class_names):
             raise CheckpointError(f"{path}: classes {classes} are not the data's {list(datamodule.class_names)}")
-    net = model_cfg["net"]
-    net.update(
-        members=[config for config, _, _ in members], num_classes=datamodule.num_classes, **datamodule.input_spec
-    )
+    model_cfg["net"]["members"] = [config for config, _, _ in members]
     model = instantiate(model_cfg, class_names=list(datamodule.class_names))
     for member, (_, weights, _) in zip(model.net.members, members):
         member.load_state_dict(weights)
