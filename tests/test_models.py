@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from fer.data.transforms import BatchAugment
 from fer.face.crops import preprocess
-from fer.models import CNN4, DeXpression, deep_cnn, resnet18, shallow_cnn
+from fer.models import CNN4, DeXpression, VGGNet, deep_cnn, resnet18, shallow_cnn
 from fer.training.module import EmotionClassifier
 
 MODELS = {
@@ -13,6 +13,7 @@ MODELS = {
     "deep_cnn": deep_cnn,
     "dexpression": DeXpression,
     "resnet18": resnet18,
+    "vggnet": VGGNet,
 }
 
 
@@ -30,7 +31,7 @@ def test_output_shape_and_backward(name, channels, size, classes):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", ["cnn4", "shallow_cnn", "deep_cnn", "resnet18"])
+@pytest.mark.parametrize("name", ["cnn4", "shallow_cnn", "deep_cnn", "resnet18", "vggnet"])
 def test_too_small_input_is_refused(name):
     with pytest.raises(ValueError, match="too small"):
         MODELS[name](input_size=3)
@@ -90,3 +91,11 @@ def test_resnet18_stem_keeps_the_resolution_it_says(stride, side):
     stem = net.relu(net.bn1(net.conv1(x)))
     features = net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(stem)))))
     assert stem.shape[-1] == 48 // stride and features.shape == (2, 512, side, side)
+
+
+def test_vggnet_is_the_papers_network_at_40x40():
+    net = VGGNet()  # Khaireddin & Chen 2021: 2x2x512 features into two FC 4096 layers
+    assert net.classifier[1].in_features == 512 * 2 * 2 and net.classifier[-1].out_features == 7
+    convs = [m for m in net.features.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert all(c.kernel_size == (3, 3) for c in convs)

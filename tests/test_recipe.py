@@ -88,11 +88,11 @@ def test_sgd_plateau_watches_validation_accuracy(tmp_path, train_config):
     lrs = _scalars(tmp_path / "run", "lr-SGD")
     val = _scalars(tmp_path / "run", "val/acc")
     assert len(lrs) == len(val) == 4
-    # patience 0: the rate falls tenfold after every epoch whose accuracy is not a new best
+    # patience 0: the rate is multiplied by 0.75 after every epoch whose accuracy is not a new best
     best, expected = -1.0, 0.01
     for k in range(3):
         if val[k] <= best:
-            expected /= 10
+            expected *= 0.75
         best = max(best, val[k])
         assert abs(lrs[k + 1] - expected) < 1e-9, (val, lrs)
 

@@ -19,6 +19,7 @@ from fer.models.ensemble import Ensemble
 from fer.models.landmark_mlp import LandmarkMLP
 from fer.models.resnet import resnet18
 from fer.models.vgg_style import VGGStyleCNN, deep_cnn, shallow_cnn
+from fer.models.vggnet import VGGNet
 
 __all__ = [
     "C3D",
@@ -27,6 +28,7 @@ __all__ = [
     "DeXpression",
     "Ensemble",
     "LandmarkMLP",
+    "VGGNet",
     "VGGStyleCNN",
     "deep_cnn",
     "resnet18",
