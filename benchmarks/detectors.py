@@ -8,7 +8,7 @@ warm-up), at the recognizer's still-image size (longest side at most 1,920 px). 
 the share of frames in which the detector finds exactly the faces a person counts (the
 stage clip: frames with any face), at each detector's default scale for streams (BlazeFace
 full resolution, the others half), and ms a frame. Then end to end, as ``infer.py`` runs
-(default detector for streams, detection every 2nd frame, classification, tracking,
+(default detector for streams, detection every frame, classification, tracking,
 drawing; no files), on
 ``single_face.mp4`` and ``short_hamilton_clip.mp4``: FPS, frames in which the same
 detector at full resolution finds a face that the loop misses, track ids and scene cuts,

@@ -4,8 +4,8 @@
 
 Prints the classifier's latency (median and p90 over ``--repeat`` calls, after a warm-up)
 for 1 and 8 faces with each backend, and the end-to-end FPS of the recognizer (Haar
-detection at half resolution every 2nd frame, classification, drawing; the defaults of
-``conf/infer.yaml``) on the video with each backend. Both backends use the machine's
+detection at half resolution every 2nd frame, classification, drawing) on the video with
+each backend. Both backends use the machine's
 default thread settings.
 """
 

@@ -145,7 +145,7 @@ class EmotionRecognizer:
         detector: str | FaceDetector = "auto",
         device: str = "auto",
         detect_scale: float | None = None,
-        detect_every: int = 2,
+        detect_every: int = 1,
         smoothing: float = 0.5,
         margin: float = 0.1,
         landmarks: bool = False,
