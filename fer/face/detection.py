@@ -353,8 +353,8 @@ def make_detectors(
     """The detectors of a name for video streams and for still images: one detector twice,
     except for ``auto`` without S3FD's weights, which takes BlazeFace's front-camera model
     for streams and its full-range model for still images. On the shared videos the front
-    model finds the faces the full-range one finds, fires far less on faceless frames (6
-    of 95 frames of ``no_face.mp4`` against 38) and takes a quarter of its input; on the
+    model finds the faces the full-range one finds, fires far less on faceless frames (7 %
+    of the frames of ``no_face.mp4`` against 60 %) and takes a quarter of its input; on the
     photos the full-range model finds small and turned faces the front one misses
     (``benchmarks/detectors.py``). Arguments and errors as for :func:`make_detector`.
     """
