@@ -27,10 +27,17 @@ def _scalars(run_dir, tag: str) -> list[float]:
     return values
 
 
-def test_ema_weights_are_validated_and_saved(tmp_path, train_config):
-    cfg = train_config("callbacks=ema", "callbacks.ema.decay=0.9", "model=cnn4", "debug=limit", "test=false")
+def _accuracy(model, datamodule, split: str, n: int) -> float:
+    images, labels = datamodule.splits[split].tensors
+    x = datamodule.on_after_batch_transfer((images[:n], labels[:n]), 0)[0]
+    with torch.inference_mode():
+        return (model.eval()(x).argmax(1) == labels[:n]).float().mean().item()
+
+
+def test_ema_weights_are_validated_saved_and_tested(tmp_path, train_config):
+    cfg = train_config("callbacks=ema", "callbacks.ema.decay=0.9", "model=cnn4", "debug=limit")
     cfg.trainer.precision = "32-true"  # validated as the check below computes
-    train(cfg)
+    metrics = train(cfg)
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
     averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert averaged.keys() == raw.keys()
@@ -39,11 +46,12 @@ def test_ema_weights_are_validated_and_saved(tmp_path, train_config):
     model, _ = load_classifier(tmp_path / "run" / "checkpoints" / "best.ckpt")
     datamodule = FER2013DataModule(batch_size=64)
     datamodule.setup()
-    images, labels = datamodule.splits["val"].tensors
-    images, labels = images[:128], labels[:128]  # debug=limit validates 2 batches of 64
-    x = datamodule.on_after_batch_transfer((images, labels), 0)[0]
-    with torch.inference_mode():
-        accuracy = (model.eval()(x).argmax(1) == labels).float().mean().item()
+    accuracy = _accuracy(model, datamodule, "val", 128)  # debug=limit validates and tests 2 batches of 64
+    # ... and the test report is of those weights too, not of the raw ones
+    assert abs(metrics["test/acc"] - _accuracy(model, datamodule, "test", 128)) < 1e-6
+    raw = EmotionClassifier(model.hparams.net, model.class_names)
+    raw.load_state_dict(checkpoint["current_model_state"])
+    assert _accuracy(raw, datamodule, "test", 128) != metrics["test/acc"]
     states = checkpoint["callbacks"]
     selected = next(
         v["best_model_score"] for k, v in states.items() if k.startswith("ModelCheckpoint{'monitor': 'val/acc'")

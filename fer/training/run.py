@@ -9,6 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fer.checkpoint import CheckpointError, check_checkpoint, load_classifier, pretrained_network, transfer_weights
@@ -165,6 +166,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt_path = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         if ckpt_path is None:
             log.warning("no best checkpoint was saved; testing the weights as they are")
+        # Weight averaging (callbacks=ema) would load the checkpoint's raw weights back for the
+        # test; the averaged ones, which were validated and selected, are what is tested.
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test and hasattr(datamodule, "splits"):
         datamodule.setup("test")
