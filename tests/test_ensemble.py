@@ -14,17 +14,15 @@ from fer.inference.recognizer import EmotionRecognizer
 from fer.training.module import EmotionClassifier
 from fer.training.run import train
 from tests.conftest import DATA, need
+from tests.helpers import save_classifier
 
 
 @pytest.fixture(scope="module")
 def second_member(tmp_path_factory):
     """A 4-conv CNN of FER-2013's classes (seeded, untrained): a member unlike the shipped deep CNN."""
-    torch.manual_seed(0)
     net = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 48}
-    model = EmotionClassifier(net, class_names=list(CLASS_NAMES))
     path = tmp_path_factory.mktemp("member") / "cnn4.ckpt"
-    torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
-    return path
+    return save_classifier(path, net, 7, list(CLASS_NAMES))
 
 
 def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, train_config, second_member):

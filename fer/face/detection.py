@@ -113,11 +113,11 @@ class BlazeFaceDetector:
         back_model: the back-camera, full-range model (256 px input; faces far away) or
             the front-camera model (128 px; selfie range).
         min_score: detections below this confidence are dropped.
-        runtime: ``"auto"`` (onnxruntime on the CPU where it is installed, else PyTorch),
-            ``"onnxruntime"`` or ``"torch"``.
+        runtime: ``"auto"`` (onnxruntime on the CPU, PyTorch on CUDA), ``"onnxruntime"``
+            or ``"torch"``.
 
     Raises:
-        ImportError: ``runtime="onnxruntime"`` without onnxruntime installed.
+        ValueError: an unknown ``runtime``.
     """
 
     #: Video frames are searched at full resolution: the network sees a fixed square
@@ -137,7 +137,7 @@ class BlazeFaceDetector:
             min_score_thresh=min_score,
         )  # fmt: skip
         self.runtime = "torch"
-        if runtime == "onnxruntime" or (runtime == "auto" and device == "cpu" and _has_onnxruntime()):
+        if runtime == "onnxruntime" or (runtime == "auto" and device == "cpu"):
             # face-alignment calls the module; its forward becomes the onnxruntime session
             self.detector.face_detector.forward = OnnxForward(graph)
             self.runtime = "onnxruntime"
@@ -157,14 +157,6 @@ def blazeface_files(back_model: bool = True) -> tuple[Path, Path, Path]:
     stem = "back" if back_model else ""
     folder = Path(str(BLAZEFACE_DIR))
     return folder / f"blazeface{stem}.pth", folder / f"anchors{stem}.npy", folder / f"blazeface{stem}.onnx"
-
-
-def _has_onnxruntime() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class OnnxForward:
