@@ -5,6 +5,7 @@ Short in-process runs on the FER-2013 sample shipped in the package.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -119,6 +120,16 @@ def test_ten_crop_averages_the_ten_views_torchvision_cuts():
         centre = EmotionClassifier(net, [str(k) for k in range(7)], crop=40).eval()
         centre.load_state_dict(model.state_dict())
         assert torch.allclose(centre.predict_proba(x), model(TF.center_crop(x, [40, 40])).softmax(-1), atol=1e-6)
+        # ten_crop="test": validation (selection) sees the mirrored centre crop, test and predict all ten views
+        test_only = EmotionClassifier(net, [str(k) for k in range(7)], tta_flip=True, crop=40, ten_crop="test").eval()
+        test_only.load_state_dict(model.state_dict())
+        assert torch.allclose(test_only.predict_proba(x), expected, atol=1e-5)
+        centre_views = [TF.center_crop(x, [40, 40]), TF.center_crop(x, [40, 40]).flip(-1)]
+        expected_val = torch.stack([model(v).softmax(-1) for v in centre_views]).mean(0)
+        assert torch.allclose(test_only._eval_logits(x, "val").softmax(-1), expected_val, atol=1e-5)
+        assert (expected_val - expected).abs().max() > 1e-4  # well above the tolerance: the views differ
+    with pytest.raises(ValueError, match="ten_crop"):
+        EmotionClassifier(net, ["a", "b"], crop=40, ten_crop="val")
     crops = model._random_crops(x)
     assert crops.shape == (5, 1, 40, 40)
     # every crop is a window of its own image

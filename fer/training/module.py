@@ -53,7 +53,8 @@ class EmotionClassifier(pl.LightningModule):
             is ``crop`` pixels. ``None``: whole images.
         ten_crop: with ``crop``, evaluate on the four corner crops and the centre crop
             instead, each also mirrored when ``tta_flip`` (ten-crop test-time augmentation),
-            averaging their softmaxes.
+            averaging their softmaxes; ``"test"``: only in test and predict, validation
+            (model selection) keeps the centre crop at a fifth of the cost.
         channels_last: run the network in channels-last memory format (faster
             convolutions on recent CPUs and GPUs, together with bf16/fp16); ``None``:
             where the network has 2-D convolutions (4-D weights).
@@ -75,10 +76,12 @@ class EmotionClassifier(pl.LightningModule):
         cutmix_alpha: float = 0.0,
         tta_flip: bool = False,
         crop: int | None = None,
-        ten_crop: bool = False,
+        ten_crop: bool | str = False,
         channels_last: bool | None = None,
     ) -> None:
         super().__init__()
+        if ten_crop not in (True, False, "test"):
+            raise ValueError(f"ten_crop must be true, false or 'test', not {ten_crop!r}")
         # Plain containers keep the checkpoint's hyper-parameters readable without Hydra.
         net, class_names, optimizer, scheduler = (
             OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
@@ -118,14 +121,16 @@ class EmotionClassifier(pl.LightningModule):
         """Class probabilities ``(B, num_classes)``, mirror-averaged when ``tta_flip``."""
         return self._eval_logits(x).float().softmax(-1)
 
-    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _eval_logits(self, x: torch.Tensor, stage: str = "test") -> torch.Tensor:
         """Logits of the test-time views of ``x`` (crops, mirrors): log of the mean of their softmaxes."""
         views = [x]
-        crop = self.hparams.crop
+        crop, ten_crop = self.hparams.crop, self.hparams.ten_crop
         if crop:
             side, c = x.shape[-1], crop
             middle = (side - c) // 2
-            corners = [(0, 0), (0, side - c), (side - c, 0), (side - c, side - c)] if self.hparams.ten_crop else []
+            corners = [(0, 0), (0, side - c), (side - c, 0), (side - c, side - c)]
+            if not ten_crop or (ten_crop == "test" and stage == "val"):
+                corners = []
             views = [x[..., t : t + c, u : u + c] for t, u in [(middle, middle), *corners]]
         if self.hparams.tta_flip:
             views += [v.flip(-1) for v in views]
@@ -151,7 +156,7 @@ class EmotionClassifier(pl.LightningModule):
             x = self._random_crops(x)
         if stage == "train" and self.mix is not None:  # soft targets from here on
             x, target = self.mix(x, target)
-        logits = self(x) if stage == "train" else self._eval_logits(x)
+        logits = self(x) if stage == "train" else self._eval_logits(x, stage)
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=self.hparams.label_smoothing)
         # soft targets (B, classes), e.g. FER+ vote distributions: metrics compare with their largest class
