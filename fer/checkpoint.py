@@ -158,8 +158,11 @@ def _classifier(checkpoint: dict[str, Any], path: Path) -> tuple[EmotionClassifi
     return model, settings
 
 
-def pretrained_network(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str]]:
-    """An image classifier's network config, weights and class names, to start training from.
+def pretrained_network(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str], int | None]:
+    """An image classifier's network config, weights, class names and input crop, to start training from.
+
+    The crop is the side in pixels of the centre crop the classifier's network was trained
+    on (``model.crop``; ``None``: whole images).
 
     ``model.net.pretrained=PATH`` (see :func:`fer.training.run.build_model`): an image
     network is fine-tuned from these weights (:func:`transfer_weights`); a CNN-LSTM gets
@@ -173,7 +176,7 @@ def pretrained_network(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
     model, settings = load_classifier(path)
     if settings["kind"] != "image":
         raise CheckpointError(f"{path}: a {settings['kind']} model; only image models are pretrained networks")
-    return dict(model.hparams.net), model.net.state_dict(), list(model.class_names)
+    return dict(model.hparams.net), model.net.state_dict(), list(model.class_names), model.hparams.get("crop")
 
 
 def transfer_weights(

@@ -19,12 +19,15 @@ class SigtermAt(pl.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def save_classifier(path: Path, net: dict, num_classes: int, class_names: list[str] | None = None) -> Path:
+def save_classifier(
+    path: Path, net: dict, num_classes: int, class_names: list[str] | None = None, **classifier: object
+) -> Path:
     """A checkpoint, as train.py stores its model, of an untrained network config (seeded weights);
-    classes ``c0, c1, ...`` unless ``class_names`` are given."""
+    classes ``c0, c1, ...`` unless ``class_names`` are given; ``classifier``: more
+    EmotionClassifier settings (``crop=40``, say)."""
     from fer.training.module import EmotionClassifier
 
     torch.manual_seed(0)
-    model = EmotionClassifier(net, class_names=class_names or [f"c{k}" for k in range(num_classes)])
+    model = EmotionClassifier(net, class_names=class_names or [f"c{k}" for k in range(num_classes)], **classifier)
     torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, path)
     return path

@@ -19,10 +19,10 @@ from tests.helpers import save_classifier
 
 @pytest.fixture(scope="module")
 def second_member(tmp_path_factory):
-    """A 4-conv CNN of FER-2013's classes (seeded, untrained): a member unlike the shipped deep CNN."""
-    net = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 48}
+    """A 4-conv CNN of FER-2013's classes (seeded, untrained) on 40x40 crops: a member unlike the shipped deep CNN."""
+    net = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 40}
     path = tmp_path_factory.mktemp("member") / "cnn4.ckpt"
-    return save_classifier(path, net, 7, list(CLASS_NAMES))
+    return save_classifier(path, net, 7, list(CLASS_NAMES), crop=40)
 
 
 def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, train_config, second_member):
@@ -37,7 +37,8 @@ def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, trai
     dm.setup()
     x = dm.on_after_batch_transfer(dm.splits["test"][:64], 0)[0]
     with torch.inference_mode():
-        mean = (shipped.net(x).float().softmax(-1) + cnn4.net(x).float().softmax(-1)) / 2
+        # the cropping member sees the middle 40x40 of each face, as in its training
+        mean = (shipped.net(x).float().softmax(-1) + cnn4.net(x[..., 4:44, 4:44]).float().softmax(-1)) / 2
         assert torch.allclose(ensemble.net(x).softmax(-1), mean, atol=1e-5)
 
     recognizer = EmotionRecognizer(tmp_path / "run" / "checkpoints" / "ensemble.ckpt", device="cpu")

@@ -25,17 +25,31 @@ class Ensemble(nn.Module):
         members: the networks (modules, or their configs with ``fer.models`` targets, which
             hold their own inputs and classes); ``fer.training.run.build_model`` fills them
             from ``checkpoints=[...]``.
+        crops: per member, the side in pixels of the centre crop of the input it sees (a
+            network trained on 40x40 crops of 48x48 faces gets the middle 40x40), or
+            ``None`` for the whole input; ``None``: every member sees the whole input.
 
     Raises:
-        ValueError: no members.
+        ValueError: no members, or not one crop a member.
     """
 
-    def __init__(self, members: Sequence[nn.Module | Mapping[str, Any]]) -> None:
+    def __init__(
+        self, members: Sequence[nn.Module | Mapping[str, Any]], crops: Sequence[int | None] | None = None
+    ) -> None:
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
+        self.crops = list(crops) if crops is not None else [None] * len(members)
+        if len(self.crops) != len(members):
+            raise ValueError(f"{len(self.crops)} crops for {len(members)} ensemble members")
         self.members = nn.ModuleList(m if isinstance(m, nn.Module) else instantiate(dict(m)) for m in members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logs = torch.stack([m(x).float().log_softmax(-1) for m in self.members])
-        return logs.logsumexp(0) - math.log(len(self.members))
+        logs = []
+        for member, crop in zip(self.members, self.crops):
+            view = x
+            if crop:
+                top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
+                view = x[..., top : top + crop, left : left + crop]
+            logs.append(member(view).float().log_softmax(-1))
+        return torch.stack(logs).logsumexp(0) - math.log(len(self.members))

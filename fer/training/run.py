@@ -38,7 +38,7 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
         return _ensemble(model_cfg, net.pop("checkpoints"), datamodule)
     pretrained = net.pop("pretrained", None)
     if pretrained:
-        source_net, weights, source_classes = pretrained_network(pretrained)
+        source_net, weights, source_classes, _ = pretrained_network(pretrained)
         if "frame_net" in net:  # a clip model: the image classifier becomes its frame network
             net["frame_net"], net["drop_frame_classifier"] = source_net, True
         elif source_net["_target_"] != net["_target_"]:
@@ -71,12 +71,13 @@ def _ensemble(
     if not checkpoints:
         raise ValueError("model=ensemble needs model.net.checkpoints=[a.ckpt,b.ckpt,...]")
     members = [pretrained_network(path) for path in checkpoints]
-    for path, (_, _, classes) in zip(checkpoints, members):
+    for path, (_, _, classes, _) in zip(checkpoints, members):
         if classes != list(datamodule.class_names):
             raise CheckpointError(f"{path}: classes {classes} are not the data's {list(datamodule.class_names)}")
-    model_cfg["net"]["members"] = [config for config, _, _ in members]
+    model_cfg["net"]["members"] = [config for config, _, _, _ in members]
+    model_cfg["net"]["crops"] = [crop for _, _, _, crop in members]  # each member sees the input it was trained on
     model = instantiate(model_cfg, class_names=list(datamodule.class_names))
-    for member, (_, weights, _) in zip(model.net.members, members):
+    for member, (_, weights, _, _) in zip(model.net.members, members):
         member.load_state_dict(weights)
     return model
 
