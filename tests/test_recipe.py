@@ -153,3 +153,18 @@ def test_crop_training_end_to_end_and_the_recognizer_feeds_whole_faces(tmp_path,
     recognizer = EmotionRecognizer(best, detector="blazeface", device="cpu")
     faces = recognizer.predict(cv2.imread(str(need(DATA / "photos" / "two_people.jpg"))), track=False)
     assert len(faces) == 2
+
+
+def test_fine_tuning_warns_when_the_pretrained_network_saw_other_crops(tmp_path, train_config, caplog):
+    from fer.training.run import build_model
+    from tests.helpers import save_classifier
+
+    # a ResNet's global pooling takes any size: without the warning nothing would tell
+    net = {"_target_": "fer.models.resnet18", "num_classes": 7, "input_size": 40}
+    source = save_classifier(tmp_path / "crop40.ckpt", net, 7, [str(k) for k in range(7)], crop=40)
+    datamodule = FER2013DataModule()
+    with caplog.at_level("WARNING", logger="fer.training.run"):
+        build_model(train_config("model=resnet18", f"model.net.pretrained={source}", "model.crop=40"), datamodule)
+        assert "was trained on" not in caplog.text
+        build_model(train_config("model=resnet18", f"model.net.pretrained={source}"), datamodule)
+    assert "crop40.ckpt was trained on 40x40 crops (model.crop=40), this run uses whole images" in caplog.text

@@ -38,7 +38,11 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
         return _ensemble(model_cfg, net.pop("checkpoints"), datamodule)
     pretrained = net.pop("pretrained", None)
     if pretrained:
-        source_net, weights, source_classes, _ = pretrained_network(pretrained)
+        source_net, weights, source_classes, source_crop = pretrained_network(pretrained)
+        if source_crop != model_cfg.get("crop"):
+            log.warning(
+                "%s was trained on %s, this run uses %s", pretrained, *map(_input, (source_crop, model_cfg.get("crop")))
+            )
         if "frame_net" in net:  # a clip model: the image classifier becomes its frame network
             net["frame_net"], net["drop_frame_classifier"] = source_net, True
         elif source_net["_target_"] != net["_target_"]:
@@ -57,6 +61,10 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
         fresh = transfer_weights(model.net, weights, source_classes, list(datamodule.class_names), pretrained)
         log.info("Fine-tuning %s from %s; classes new to it: %s", net["_target_"], pretrained, fresh or "none")
     return model
+
+
+def _input(crop: int | None) -> str:
+    return f"{crop}x{crop} crops (model.crop={crop})" if crop else "whole images (model.crop=null)"
 
 
 def _ensemble(
