@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from torch import nn
+from torchvision.transforms.v2.functional import center_crop
 
 
 class Ensemble(nn.Module):
@@ -45,11 +46,6 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(m if isinstance(m, nn.Module) else instantiate(dict(m)) for m in members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logs = []
-        for member, crop in zip(self.members, self.crops):
-            view = x
-            if crop:
-                top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
-                view = x[..., top : top + crop, left : left + crop]
-            logs.append(member(view).float().log_softmax(-1))
-        return torch.stack(logs).logsumexp(0) - math.log(len(self.members))
+        views = [center_crop(x, [crop, crop]) if crop else x for crop in self.crops]
+        logs = torch.stack([m(v).float().log_softmax(-1) for m, v in zip(self.members, views)])
+        return logs.logsumexp(0) - math.log(len(self.members))

@@ -78,14 +78,14 @@ def _ensemble(
     """
     if not checkpoints:
         raise ValueError("model=ensemble needs model.net.checkpoints=[a.ckpt,b.ckpt,...]")
-    members = [pretrained_network(path) for path in checkpoints]
-    for path, (_, _, classes, _) in zip(checkpoints, members):
+    configs, states, member_classes, crops = zip(*(pretrained_network(path) for path in checkpoints))
+    for path, classes in zip(checkpoints, member_classes):
         if classes != list(datamodule.class_names):
             raise CheckpointError(f"{path}: classes {classes} are not the data's {list(datamodule.class_names)}")
-    model_cfg["net"]["members"] = [config for config, _, _, _ in members]
-    model_cfg["net"]["crops"] = [crop for _, _, _, crop in members]  # each member sees the input it was trained on
+    # each member sees the input it was trained on (its centre crop)
+    model_cfg["net"].update(members=list(configs), crops=list(crops))
     model = instantiate(model_cfg, class_names=list(datamodule.class_names))
-    for member, (_, weights, _, _) in zip(model.net.members, members):
+    for member, weights in zip(model.net.members, states):
         member.load_state_dict(weights)
     return model
 
