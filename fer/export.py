@@ -1,7 +1,8 @@
-"""Export a train.py checkpoint: ``python -m fer.export BEST.ckpt OUT.{ckpt,onnx} [--overwrite]``.
+"""Export a train.py checkpoint: ``python -m fer.export BEST.ckpt OUT.{ckpt,onnx} [--overwrite] [--int8]``.
 
 The format follows the target's suffix: ``.ckpt`` is a slim checkpoint
-(:func:`fer.checkpoint.slim_checkpoint`: float16 weights, the model's hyper-parameters
+(:func:`fer.checkpoint.slim_checkpoint`: float16 weights, or with ``--int8`` int8
+convolution and linear weights with a scale per channel; the model's hyper-parameters
 and input settings; no optimizer state, no data paths), ``.onnx`` an ONNX graph for
 onnxruntime with its preprocessing and class names in the metadata
 (:func:`fer.checkpoint.export_onnx`; needs ``pip install 'fer[onnx]'``).
@@ -21,13 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", type=Path, help="a checkpoint written by train.py")
     parser.add_argument("target", type=Path, help="where to write: a slim .ckpt or an .onnx graph")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    parser.add_argument("--int8", action="store_true", help="slim .ckpt: int8 weights, a quarter of float32")
     args = parser.parse_args(argv)
     if args.target.suffix not in (".ckpt", ".onnx"):
         print(f"error: {args.target}: the target must end in .ckpt or .onnx", file=sys.stderr)
         return 2
-    export = export_onnx if args.target.suffix == ".onnx" else slim_checkpoint
+    if args.int8 and args.target.suffix == ".onnx":
+        print("error: --int8 is for slim .ckpt targets", file=sys.stderr)
+        return 2
     try:
-        path = export(args.source, args.target, args.overwrite)
+        if args.target.suffix == ".onnx":
+            path = export_onnx(args.source, args.target, args.overwrite)
+        else:
+            path = slim_checkpoint(args.source, args.target, args.overwrite, int8=args.int8)
     except (FileNotFoundError, FileExistsError, CheckpointError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
