@@ -96,7 +96,7 @@ def test_recognizer_on_onnxruntime_gives_the_same_faces(tmp_path):
         run(recognizer, video, tmp_path / backend, display=False, predictions="jsonl")
         lines = (tmp_path / backend / "predictions.jsonl").read_text().splitlines()
         results[backend] = [json.loads(line) for line in lines]
-    assert len(list(cache.glob("fer2013_deep_cnn_*.onnx"))) == 1  # exported once, on the fly
+    assert len(list(cache.glob("fer2013_resnet18_*.onnx"))) == 1  # exported once, on the fly
     torch_rows, onnx_rows = results["torch"], results["onnxruntime"]
     assert [r["label"] for r in onnx_rows] == [r["label"] for r in torch_rows] and len(torch_rows) >= 60
     worst = max(

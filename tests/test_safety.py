@@ -10,8 +10,10 @@ import time
 import pytest
 import torch
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, read_checkpoint
+from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, read_checkpoint, shipped_model
+from fer.data import FER2013DataModule
 from fer.export import main as export_main
+from fer.face.crops import preprocess
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
 from fer.training.run import train
@@ -91,7 +93,10 @@ def test_hostile_checkpoints_are_refused_by_training(hostile, train_config, how,
 def test_infer_py_refuses_a_hostile_pickle(hostile, tmp_path):
     paths, untouched = hostile
     cmd = [sys.executable, "infer.py", f"hydra.run.dir={tmp_path / 'run'}", "display=false", "detector=haar"]
-    cmd += [f"source={ROOT / 'fer' / 'weights' / 'confusion_matrix.png'}", f"ckpt_path={paths['pickle']}"]
+    cmd += [
+        f"source={ROOT / 'fer' / 'weights' / 'confusion_matrix_fer2013_deep_cnn.png'}",
+        f"ckpt_path={paths['pickle']}",
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "not a readable checkpoint of plain data" in result.stderr
     assert untouched()
@@ -103,14 +108,36 @@ def test_the_shipped_checkpoint_is_plain_data_without_machine_paths():
 
 
 def test_slim_export_keeps_the_model_and_drops_paths(tmp_path):
-    out = tmp_path / "slim.ckpt"
-    assert export_main([str(SHIPPED_CHECKPOINT), str(out)]) == 0
-    assert export_main([str(SHIPPED_CHECKPOINT), str(out)]) == 2  # exists: refused without --overwrite
-    (original, _), (slim, _) = load_classifier(SHIPPED_CHECKPOINT), load_classifier(out)
+    out, float16 = tmp_path / "slim.ckpt", shipped_model("fer2013_deep_cnn")
+    assert export_main([str(float16), str(out)]) == 0
+    assert export_main([str(float16), str(out)]) == 2  # exists: refused without --overwrite
+    (original, _), (slim, _) = load_classifier(float16), load_classifier(out)
     x = torch.randn(4, 1, 48, 48)
     with torch.inference_mode():
         assert torch.equal(original(x), slim(x))
     assert set(read_checkpoint(out)["datamodule_hyper_parameters"]) <= {"image_size", "mean", "std"}
+
+
+def test_int8_export_quarters_the_weights_and_keeps_the_predictions(tmp_path):
+    out, float16 = tmp_path / "int8.ckpt", shipped_model("fer2013_deep_cnn")
+    assert export_main([str(float16), str(tmp_path / "x.onnx"), "--int8"]) == 2  # int8 is for .ckpt targets
+    assert export_main([str(float16), str(out), "--int8"]) == 0
+    raw = torch.load(out, weights_only=True)
+    assert raw["state_dict"]["net.classifier.3.weight"].dtype == torch.int8
+    assert out.stat().st_size < 0.55 * float16.stat().st_size  # float16 -> int8, biases and norms stay float16
+    dm = FER2013DataModule()  # the real sample shipped in the package: 350 PrivateTest faces
+    dm.setup()
+    faces, labels = dm.splits["test"].tensors
+    (original, _), (int8, _) = load_classifier(float16), load_classifier(out)
+    assert all(w.dtype == torch.float32 for w in int8.state_dict().values() if w.is_floating_point())
+    with torch.inference_mode():
+        p, q = original.predict_proba(preprocess(faces)), int8.predict_proba(preprocess(faces))
+    assert (p.argmax(1) == q.argmax(1)).float().mean() >= 0.98 and (p - q).abs().max() < 0.1
+    assert abs(int((p.argmax(1) == labels).sum()) - int((q.argmax(1) == labels).sum())) <= 3
+    raw["int8_scales"]["net.classifier.3.weight"] = raw["int8_scales"]["net.classifier.3.weight"][:3]
+    torch.save(raw, tmp_path / "cut.ckpt")
+    with pytest.raises(CheckpointError, match=r"cut.ckpt: the int8 scale of net.classifier.3.weight does not fit"):
+        load_classifier(tmp_path / "cut.ckpt")
 
 
 def test_two_runs_started_at_once_get_their_own_dirs(tmp_path):

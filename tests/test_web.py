@@ -173,4 +173,4 @@ def test_four_clients_streaming_at_once_are_all_answered(tmp_path):
 def test_model_names_are_short_names_or_file_stems(tmp_path):
     names = model_names([None, "fer2013", str(tmp_path / "a" / "best.ckpt"), str(tmp_path / "b" / "best.ckpt")])
     assert list(names) == ["fer2013", "best", "best_2"]
-    assert names["fer2013"].endswith("fer2013_deep_cnn.ckpt") and names["best_2"].endswith("b/best.ckpt")
+    assert names["fer2013"].endswith("fer2013_resnet18.ckpt") and names["best_2"].endswith("b/best.ckpt")
