@@ -19,7 +19,7 @@ from tests.helpers import save_classifier
 
 @pytest.fixture(scope="module")
 def second_member(tmp_path_factory):
-    """A 4-conv CNN of FER-2013's classes (seeded, untrained) on 40x40 crops: a member unlike the shipped deep CNN."""
+    """A 4-conv CNN of FER-2013's classes (seeded, untrained) on 40x40 crops: unlike the shipped default."""
     net = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 40}
     path = tmp_path_factory.mktemp("member") / "cnn4.ckpt"
     return save_classifier(path, net, 7, list(CLASS_NAMES), crop=40)
