@@ -168,3 +168,57 @@ def test_fine_tuning_warns_when_the_pretrained_network_saw_other_crops(tmp_path,
         assert "was trained on" not in caplog.text
         build_model(train_config("model=resnet18", f"model.net.pretrained={source}"), datamodule)
     assert "crop40.ckpt was trained on 40x40 crops (model.crop=40), this run uses whole images" in caplog.text
+
+
+def test_distillation_loss_pulls_the_network_to_the_teacher_and_keeps_it_out_of_checkpoints():
+    from fer.checkpoint import shipped_model
+
+    teacher, _ = load_classifier(shipped_model("fer2013_deep_cnn"))
+    frozen = {k: v.clone() for k, v in teacher.net.state_dict().items()}
+    datamodule = FER2013DataModule(batch_size=64)
+    datamodule.setup()
+    images, labels = datamodule.splits["train"][:64]
+    x, y = datamodule.on_after_batch_transfer((images, labels), 0)
+    torch.manual_seed(0)
+    model = EmotionClassifier(NET, list(datamodule.class_names), teacher=teacher.net, distill_weight=0.75).eval()
+    with torch.no_grad():  # eval mode: no dropout, the same outputs twice
+        student, taught = model(x).float(), teacher.net(x).float()
+    # the loss by hand: (1 - w) CE + w T^2 KL(teacher || student) at T = 2
+    kl = (taught / 2).softmax(-1) * ((taught / 2).log_softmax(-1) - (student / 2).log_softmax(-1))
+    expected = 0.25 * F.cross_entropy(student, y) + 0.75 * 4 * kl.sum(-1).mean()
+    assert torch.allclose(model._step((x, y), "train")["loss"].detach(), expected, atol=1e-5)
+    assert not any(k.startswith("_teacher") for k in model.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.net.parameters())
+
+    # 40 steps on the teacher alone (w = 1) bring the network far closer to it than 40 on the labels (w = 0)
+    def divergence_after_training(weight: float) -> float:
+        torch.manual_seed(0)
+        model = EmotionClassifier(NET, list(datamodule.class_names), teacher=teacher.net, distill_weight=weight)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(40):
+            optimizer.zero_grad()
+            model._step((x, y), "train")["loss"].backward()
+            optimizer.step()
+        with torch.no_grad():
+            return model.eval()._distillation(x, model(x)).item()
+
+    taught_only, labels_only = divergence_after_training(1.0), divergence_after_training(0.0)
+    assert taught_only < 0.1 * labels_only, (taught_only, labels_only)
+    assert all(torch.equal(v, frozen[k]) for k, v in teacher.net.state_dict().items())
+    with pytest.raises(ValueError, match="distill_weight"):
+        EmotionClassifier(NET, ["a", "b"], distill_weight=1.5)
+
+
+def test_distillation_end_to_end_and_a_teacher_of_other_inputs_is_refused(tmp_path, train_config):
+    from fer.checkpoint import CheckpointError, shipped_model
+
+    teachers = f"model.teacher=[{shipped_model('fer2013_deep_cnn')},{shipped_model('fer2013')}]"
+    metrics = train(train_config("model=cnn4", teachers, "debug=limit"))
+    assert 0 <= metrics["test/acc"] <= 1
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert "teacher" not in checkpoint["hyper_parameters"]  # neither the teacher nor its paths
+    assert all(k.startswith("net.") for k in checkpoint["state_dict"])
+    load_classifier(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    # the shipped models saw whole 48x48 faces, not the 40x40 crops this network would train on
+    with pytest.raises(CheckpointError, match=r"fer2013_deep_cnn.ckpt: trained on whole images .* 40x40 crops"):
+        train(train_config("model=cnn4", teachers, "model.crop=40", "debug=limit"))

@@ -58,6 +58,14 @@ class EmotionClassifier(pl.LightningModule):
         channels_last: run the network in channels-last memory format (faster
             convolutions on recent CPUs and GPUs, together with bf16/fp16); ``None``:
             where the network has 2-D convolutions (4-D weights).
+        teacher: a trained network of the same classes (e.g. an
+            :class:`~fer.models.Ensemble`) whose softened outputs the network also learns in
+            training (knowledge distillation, Hinton et al. 2015); it sees the same
+            (cropped, mixed) batch, is never trained, and is not saved in checkpoints.
+        distill_weight: with a teacher, the training loss is ``(1 - w)`` cross-entropy
+            plus ``w`` times the distillation loss.
+        distill_temperature: ``T`` of the distillation loss, ``T**2 KL(softmax(teacher / T)
+            || softmax(net / T))`` (the ``T**2`` keeps its gradients' scale as ``T`` changes).
 
     Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro) and ``val/acc_best``;
     keeps the last validation and test confusion matrices in :attr:`confusion`.
@@ -78,10 +86,17 @@ class EmotionClassifier(pl.LightningModule):
         crop: int | None = None,
         ten_crop: bool | str = False,
         channels_last: bool | None = None,
+        teacher: nn.Module | None = None,
+        distill_weight: float = 0.5,
+        distill_temperature: float = 2.0,
     ) -> None:
         super().__init__()
         if ten_crop not in (True, False, "test"):
             raise ValueError(f"ten_crop must be true, false or 'test', not {ten_crop!r}")
+        if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
+            raise ValueError(
+                f"distill_weight must be in [0, 1] and distill_temperature > 0: {distill_weight}, {distill_temperature}"
+            )
         # Plain containers keep the checkpoint's hyper-parameters readable without Hydra.
         net, class_names, optimizer, scheduler = (
             OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
@@ -90,7 +105,7 @@ class EmotionClassifier(pl.LightningModule):
         self.net = net if isinstance(net, nn.Module) else build_network(net)
         if channels_last is None:
             channels_last = any(p.ndim == 4 for p in self.net.parameters())
-        self.save_hyperparameters(ignore=["net"] if isinstance(net, nn.Module) else None)
+        self.save_hyperparameters(ignore=["net", "teacher"] if isinstance(net, nn.Module) else ["teacher"])
         self.class_names = list(class_names)
         n = len(self.class_names)
         for stage in STAGES:  # train_acc, val_f1, test_confmat, ...
@@ -106,6 +121,10 @@ class EmotionClassifier(pl.LightningModule):
         self.class_weights: torch.Tensor | None = None
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        # in a tuple, not a submodule: out of the state dict, the optimizer and the weight average
+        self._teacher = () if teacher is None else (teacher.eval().requires_grad_(False),)
+        if teacher is not None and channels_last:
+            teacher.to(memory_format=torch.channels_last)
 
     @property
     def num_classes(self) -> int:
@@ -147,6 +166,8 @@ class EmotionClassifier(pl.LightningModule):
         return torch.stack([image[:, t : t + c, u : u + c] for image, (t, u) in zip(x, offsets)])
 
     def setup(self, stage: str) -> None:
+        for teacher in self._teacher:
+            teacher.to(self.device)
         weights = getattr(self.trainer.datamodule, "class_weights", None)  # data modules may offer them
         self.class_weights = None if weights is None else weights.to(self.device)
 
@@ -159,6 +180,9 @@ class EmotionClassifier(pl.LightningModule):
         logits = self(x) if stage == "train" else self._eval_logits(x, stage)
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=self.hparams.label_smoothing)
+        if stage == "train" and self._teacher:
+            w = self.hparams.distill_weight
+            loss = (1 - w) * loss + w * self._distillation(x, logits)
         # soft targets (B, classes), e.g. FER+ vote distributions: metrics compare with their largest class
         y = target.argmax(-1) if target.is_floating_point() else target
         preds = logits.argmax(-1)
@@ -171,6 +195,16 @@ class EmotionClassifier(pl.LightningModule):
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True)
         return {"loss": loss, "preds": preds}
+
+    def _distillation(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``T**2 KL(teacher || net)`` of the softened outputs on the training batch ``x``."""
+        if self.hparams.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            taught = self._teacher[0](x).float()
+        t = self.hparams.distill_temperature
+        log_p, log_q = (logits.float() / t).log_softmax(-1), (taught / t).log_softmax(-1)
+        return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * t * t
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._step(batch, "train")

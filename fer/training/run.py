@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fer.checkpoint import CheckpointError, check_checkpoint, load_classifier, pretrained_network, transfer_weights
+from fer.models import Ensemble
 from fer.training.module import EmotionClassifier
 
 log = logging.getLogger(__name__)
@@ -27,15 +29,26 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     read here, not by the network: an image network of the same architecture starts
     from its weights, class rows matched by name (:func:`fer.checkpoint.transfer_weights`);
     a CNN-LSTM takes it as its frame network (:func:`fer.checkpoint.pretrained_network`).
+    ``model.teacher=[a.ckpt,...]`` (image classifiers of the data's classes, trained on the
+    input the network gets) become the :class:`~fer.models.Ensemble` it is distilled from.
 
     Raises:
         TypeError: the network does not take the data module's inputs (an image network
-            on clips, say). FileNotFoundError, CheckpointError: a bad ``pretrained``.
+            on clips, say). FileNotFoundError, CheckpointError: a bad ``pretrained`` or
+            ``teacher``.
     """
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = model_cfg["net"]
+    teachers = model_cfg.pop("teacher", None)
+    extra = {"teacher": _teacher(teachers, datamodule, model_cfg.get("crop"))} if teachers else {}
     if "checkpoints" in net:  # model=ensemble: trained image classifiers, their weights as they are
-        return _ensemble(model_cfg, net.pop("checkpoints"), datamodule)
+        configs, states, crops = _members(net.pop("checkpoints"), datamodule)
+        # configs in the checkpoint, never paths; each member sees the input it was trained on (its centre crop)
+        net.update(members=configs, crops=crops)
+        model = instantiate(model_cfg, class_names=list(datamodule.class_names), **extra)
+        for member, weights in zip(model.net.members, states):
+            member.load_state_dict(weights)
+        return model
     pretrained = net.pop("pretrained", None)
     if pretrained:
         source_net, weights, source_classes, source_crop = pretrained_network(pretrained)
@@ -52,7 +65,7 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     net.update(num_classes=datamodule.num_classes, **datamodule.input_spec)
     if model_cfg.get("crop"):  # the classifier crops the data's images for its network
         net["input_size"] = model_cfg["crop"]
-    model = instantiate(model_cfg, class_names=list(datamodule.class_names))
+    model = instantiate(model_cfg, class_names=list(datamodule.class_names), **extra)
     if pretrained and "frame_net" in net:
         missing, _ = model.net.frame_net.load_state_dict(weights, strict=False)  # the dropped class layer
         if missing:
@@ -67,27 +80,37 @@ def _input(crop: int | None) -> str:
     return f"{crop}x{crop} crops (model.crop={crop})" if crop else "whole images (model.crop=null)"
 
 
-def _ensemble(
-    model_cfg: dict[str, Any], checkpoints: list[str], datamodule: pl.LightningDataModule
-) -> EmotionClassifier:
-    """The :class:`~fer.models.Ensemble` of image classifier checkpoints of ``datamodule``'s classes.
+def _members(
+    checkpoints: list[str], datamodule: pl.LightningDataModule, crop: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, torch.Tensor]], list[int | None]]:
+    """Network configs, weights and input crops of image classifier checkpoints of ``datamodule``'s classes.
+
+    ``crop``: the side of the inputs they will get (the crops a distilled network trains
+    on; ``None``: the data's whole images); members trained on larger inputs are refused.
 
     Raises:
         ValueError: no checkpoints. CheckpointError: a checkpoint with other classes (or
-            another order) than the data's, or not an image model.
+            another order) than the data's, not an image model, or trained on larger inputs.
     """
     if not checkpoints:
-        raise ValueError("model=ensemble needs model.net.checkpoints=[a.ckpt,b.ckpt,...]")
+        raise ValueError("an ensemble needs checkpoints: model.net.checkpoints=[a.ckpt,b.ckpt,...]")
     configs, states, member_classes, crops = zip(*(pretrained_network(path) for path in checkpoints))
-    for path, classes in zip(checkpoints, member_classes):
+    for path, classes, member_crop in zip(checkpoints, member_classes, crops):
         if classes != list(datamodule.class_names):
             raise CheckpointError(f"{path}: classes {classes} are not the data's {list(datamodule.class_names)}")
-    # each member sees the input it was trained on (its centre crop)
-    model_cfg["net"].update(members=list(configs), crops=list(crops))
-    model = instantiate(model_cfg, class_names=list(datamodule.class_names))
-    for member, weights in zip(model.net.members, states):
+        if crop and (member_crop is None or member_crop > crop):
+            raise CheckpointError(f"{path}: trained on {_input(member_crop)}, the inputs here are {crop}x{crop} crops")
+    return list(configs), list(states), list(crops)
+
+
+def _teacher(checkpoints: list[str], datamodule: pl.LightningDataModule, crop: int | None) -> Ensemble:
+    """The :class:`~fer.models.Ensemble` of ``model.teacher=[...]``, distilled into a network (see :func:`_members`)."""
+    configs, states, crops = _members(checkpoints, datamodule, crop)
+    teacher = Ensemble(configs, crops)
+    for member, weights in zip(teacher.members, states):
         member.load_state_dict(weights)
-    return model
+    log.info("Distilling from the mean of %s", ", ".join(map(str, checkpoints)))
+    return teacher
 
 
 #: Callbacks that only work with a logger; left out of runs without one (``logger=none``).
