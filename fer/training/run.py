@@ -40,15 +40,9 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = model_cfg["net"]
     teachers = model_cfg.pop("teacher", None)
-    extra = {"teacher": _teacher(teachers, datamodule, model_cfg.get("crop"))} if teachers else {}
     if "checkpoints" in net:  # model=ensemble: trained image classifiers, their weights as they are
-        configs, states, crops = _members(net.pop("checkpoints"), datamodule)
-        # configs in the checkpoint, never paths; each member sees the input it was trained on (its centre crop)
-        net.update(members=configs, crops=crops)
-        model = instantiate(model_cfg, class_names=list(datamodule.class_names), **extra)
-        for member, weights in zip(model.net.members, states):
-            member.load_state_dict(weights)
-        return model
+        return _ensemble(model_cfg, net.pop("checkpoints"), datamodule)
+    extra = {"teacher": _teacher(teachers, datamodule, model_cfg.get("crop"))} if teachers else {}
     pretrained = net.pop("pretrained", None)
     if pretrained:
         source_net, weights, source_classes, source_crop = pretrained_network(pretrained)
@@ -101,6 +95,18 @@ def _members(
         if crop and (member_crop is None or member_crop > crop):
             raise CheckpointError(f"{path}: trained on {_input(member_crop)}, the inputs here are {crop}x{crop} crops")
     return list(configs), list(states), list(crops)
+
+
+def _ensemble(
+    model_cfg: dict[str, Any], checkpoints: list[str], datamodule: pl.LightningDataModule
+) -> EmotionClassifier:
+    """The classifier of ``model=ensemble`` (see :func:`_members`); its checkpoint stores configs, never paths."""
+    configs, states, crops = _members(checkpoints, datamodule)
+    model_cfg["net"].update(members=configs, crops=crops)  # each member sees its own centre crop
+    model = instantiate(model_cfg, class_names=list(datamodule.class_names))
+    for member, weights in zip(model.net.members, states):
+        member.load_state_dict(weights)
+    return model
 
 
 def _teacher(checkpoints: list[str], datamodule: pl.LightningDataModule, crop: int | None) -> Ensemble:
