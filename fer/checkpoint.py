@@ -24,11 +24,13 @@ from fer.training.module import EmotionClassifier
 #: MODEL_CARD_fer2013_resnet18.md).
 SHIPPED_CHECKPOINT = resources.files("fer") / "weights" / "fer2013_resnet18.ckpt"
 #: Models shipped in ``fer/weights`` by short name (``infer.py model_name=...``), each with a model card.
-#: ``fer2013_deep_cnn`` is 2.6x faster a face and the starting point of the FER+, CK+ and BAUM-2 recipes.
+#: The deep CNNs are 2.6x faster a face than the ResNet-18s and the starting points of the FER+, CK+ and
+#: BAUM-2 recipes.
 SHIPPED_MODELS = {
     "fer2013": "fer2013_resnet18.ckpt",
     "fer2013_deep_cnn": "fer2013_deep_cnn.ckpt",
-    "ferplus": "ferplus_deep_cnn.ckpt",
+    "ferplus": "ferplus_resnet18.ckpt",
+    "ferplus_deep_cnn": "ferplus_deep_cnn.ckpt",
 }
 
 

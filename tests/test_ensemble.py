@@ -48,7 +48,7 @@ def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, trai
 
 def test_members_of_other_classes_are_refused(train_config):
     ferplus = shipped_model("ferplus")
-    with pytest.raises(CheckpointError, match=r"ferplus_deep_cnn.ckpt: classes .* are not the data's"):
+    with pytest.raises(CheckpointError, match=r"ferplus_resnet18.ckpt: classes .* are not the data's"):
         train(train_config("train=false", "model=ensemble", f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{ferplus}]"))
 
 
