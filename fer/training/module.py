@@ -165,9 +165,11 @@ class EmotionClassifier(pl.LightningModule):
         offsets = torch.randint(0, side - c + 1, (len(x), 2)).tolist()
         return torch.stack([image[:, t : t + c, u : u + c] for image, (t, u) in zip(x, offsets)])
 
-    def setup(self, stage: str) -> None:
-        for teacher in self._teacher:
+    def on_fit_start(self) -> None:
+        for teacher in self._teacher:  # the trainer has moved the network to its device by now, not the teacher
             teacher.to(self.device)
+
+    def setup(self, stage: str) -> None:
         weights = getattr(self.trainer.datamodule, "class_weights", None)  # data modules may offer them
         self.class_weights = None if weights is None else weights.to(self.device)
 
