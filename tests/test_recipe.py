@@ -222,3 +222,45 @@ def test_distillation_end_to_end_and_a_teacher_of_other_inputs_is_refused(tmp_pa
     # the shipped models saw whole 48x48 faces, not the 40x40 crops this network would train on
     with pytest.raises(CheckpointError, match=r"fer2013_deep_cnn.ckpt: trained on whole images .* 40x40 crops"):
         train(train_config("model=cnn4", teachers, "model.crop=40", "debug=limit"))
+
+
+def test_progressive_resizing_trains_small_first_then_at_full_size_and_always_evaluates_full_size(train_config):
+    import pytorch_lightning as pl
+
+    from fer.training.run import build_model
+
+    datamodule = FER2013DataModule(batch_size=16)
+    cfg = train_config("model=resnet18", "model.progressive_size=32", "model.progressive_epochs=2")
+    model = build_model(cfg, datamodule)
+    seen: set[tuple[str, int, tuple[int, ...]]] = set()
+
+    def record(module, args):
+        stage = "train" if model.training else "eval"
+        seen.add((stage, model.current_epoch, tuple(args[0].shape[-2:])))
+
+    model.net.register_forward_pre_hook(record)
+    trainer = pl.Trainer(
+        max_epochs=3, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule)
+    assert seen == {
+        *{("train", epoch, (32, 32)) for epoch in (0, 1)},
+        ("train", 2, (48, 48)),
+        *{("eval", epoch, (48, 48)) for epoch in (0, 1, 2)},
+    }
+    # the small input is the whole face downscaled, not a crop of it: a face dark on the left, bright on the right
+    names = list(datamodule.class_names)
+    fresh = EmotionClassifier(model.hparams.net, names, progressive_size=32, progressive_epochs=1)
+    small = []
+    fresh.net.register_forward_pre_hook(lambda module, args: small.append(args[0]))
+    x = torch.zeros(1, 1, 48, 48)
+    x[..., 24:] = 1.0
+    fresh._step((x, torch.zeros(1, dtype=torch.long)), "train")  # no trainer: epoch 0
+    assert small[0].shape == (1, 1, 32, 32)
+    assert small[0][..., :15].abs().max() < 1e-6 and (small[0][..., 17:] - 1).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="progressive_size"):
+        EmotionClassifier(NET, ["a", "b"], progressive_size=0, progressive_epochs=3)
+    fixed = EmotionClassifier(NET, [str(k) for k in range(7)], progressive_size=32, progressive_epochs=1)
+    with pytest.raises(ValueError, match=r"progressive_size=32: CNN4 does not take 32x32 input"):
+        fixed._step((x, torch.zeros(1, dtype=torch.long)), "train")
