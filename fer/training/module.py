@@ -55,14 +55,6 @@ class EmotionClassifier(pl.LightningModule):
             instead, each also mirrored when ``tta_flip`` (ten-crop test-time augmentation),
             averaging their softmaxes; ``"test"``: only in test and predict, validation
             (model selection) keeps the centre crop at a fifth of the cost.
-        progressive_size, progressive_epochs: progressive resizing (Howard's fast.ai
-            DAWNBench recipe; Tan & Le 2021, EfficientNetV2): for the first
-            ``progressive_epochs`` epochs the training input (after ``crop``) is resized to
-            ``progressive_size`` x ``progressive_size`` pixels (bilinear, antialiased), then
-            trained at its own size; validation and test always see full-size input. Only for
-            networks that pool over any input size (e.g. :func:`~fer.models.resnet18`).
-            Cheaper early epochs buy more of them in a fixed time: a 32x32 ResNet-18 step
-            costs about 0.55 of a 48x48 one.
         channels_last: run the network in channels-last memory format (faster
             convolutions on recent CPUs and GPUs, together with bf16/fp16); ``None``:
             where the network has 2-D convolutions (4-D weights).
@@ -93,8 +85,6 @@ class EmotionClassifier(pl.LightningModule):
         tta_flip: bool = False,
         crop: int | None = None,
         ten_crop: bool | str = False,
-        progressive_size: int | None = None,
-        progressive_epochs: int = 0,
         channels_last: bool | None = None,
         teacher: nn.Module | None = None,
         distill_weight: float = 0.5,
@@ -103,10 +93,6 @@ class EmotionClassifier(pl.LightningModule):
         super().__init__()
         if ten_crop not in (True, False, "test"):
             raise ValueError(f"ten_crop must be true, false or 'test', not {ten_crop!r}")
-        if progressive_size is not None and (progressive_size < 1 or progressive_epochs < 0):
-            raise ValueError(
-                f"progressive_size must be >= 1 and progressive_epochs >= 0: {progressive_size}, {progressive_epochs}"
-            )
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
             raise ValueError(
                 f"distill_weight must be in [0, 1] and distill_temperature > 0: {distill_weight}, {distill_temperature}"
@@ -191,19 +177,9 @@ class EmotionClassifier(pl.LightningModule):
         x, target = batch
         if stage == "train" and self.hparams.crop:
             x = self._random_crops(x)
-        size = self.hparams.progressive_size
-        if stage == "train" and size and self.current_epoch < self.hparams.progressive_epochs:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if stage == "train" and self.mix is not None:  # soft targets from here on
             x, target = self.mix(x, target)
-        try:
-            logits = self(x) if stage == "train" else self._eval_logits(x, stage)
-        except RuntimeError as error:
-            if stage != "train" or not size or x.shape[-1] != size:
-                raise
-            raise ValueError(
-                f"model.progressive_size={size}: {type(self.net).__name__} does not take {size}x{size} input ({error})"
-            ) from error
+        logits = self(x) if stage == "train" else self._eval_logits(x, stage)
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=self.hparams.label_smoothing)
         if stage == "train" and self._teacher:
