@@ -20,7 +20,7 @@ from fer.face.crops import FER2013_MEAN, FER2013_STD
 from fer.models import disallowed_targets
 from fer.training.module import EmotionClassifier
 
-#: The model used when none is named: the best FER-2013 one (distilled ResNet-18, 72.2 % PrivateTest; see
+#: The model used when none is named: the best FER-2013 one (distilled ResNet-18, 72.6 % PrivateTest; see
 #: MODEL_CARD_fer2013_resnet18.md).
 SHIPPED_CHECKPOINT = resources.files("fer") / "weights" / "fer2013_resnet18.ckpt"
 #: Models shipped in ``fer/weights`` by short name (``infer.py model_name=...``), each with a model card.
