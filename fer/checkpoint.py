@@ -173,7 +173,7 @@ def _classifier(checkpoint: dict[str, Any], path: Path) -> tuple[EmotionClassifi
     """:func:`load_classifier` of a checkpoint already read from ``path``."""
     net = network_config(checkpoint, path)
     hparams = checkpoint["hyper_parameters"]
-    keep = ("label_smoothing", "tta_flip", "crop", "ten_crop", "channels_last")
+    keep = ("label_smoothing", "tta_flip", "tta_shift", "crop", "ten_crop", "channels_last")
     try:
         model = EmotionClassifier(net, hparams["class_names"], **{k: hparams[k] for k in keep if k in hparams})
         model.load_state_dict(checkpoint["state_dict"])

@@ -138,6 +138,32 @@ def test_ten_crop_averages_the_ten_views_torchvision_cuts():
         assert (windows == crop[:, None, None]).flatten(3).all(-1).any()
 
 
+def test_tta_shift_averages_the_image_moved_two_pixels_each_way_and_mirrored():
+    torch.manual_seed(0)
+    model = EmotionClassifier(NET, [str(k) for k in range(7)], tta_flip=True, tta_shift=2).eval()
+    x = torch.randn(3, 1, 48, 48)
+
+    def edge(image: torch.Tensor, dim: int, first: bool) -> torch.Tensor:
+        return image.narrow(dim, 0 if first else image.shape[dim] - 1, 1).repeat_interleave(2, dim)
+
+    moved = [  # content moved down, up, right, left by 2 pixels, the edge row or column repeated
+        torch.cat([edge(x, 2, True), x[..., :-2, :]], 2),
+        torch.cat([x[..., 2:, :], edge(x, 2, False)], 2),
+        torch.cat([edge(x, 3, True), x[..., :-2]], 3),
+        torch.cat([x[..., 2:], edge(x, 3, False)], 3),
+    ]
+    views = [x, *moved]
+    views += [v.flip(-1) for v in views]
+    with torch.inference_mode():
+        expected = torch.stack([model(v).softmax(-1) for v in views]).mean(0)
+        assert torch.allclose(model.predict_proba(x), expected, atol=1e-5)
+        mirror_only = EmotionClassifier(NET, [str(k) for k in range(7)], tta_flip=True).eval()
+        mirror_only.load_state_dict(model.state_dict())
+        assert (mirror_only.predict_proba(x) - expected).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="tta_shift"):
+        EmotionClassifier(NET, ["a", "b"], tta_shift=-1)
+
+
 def test_crop_training_end_to_end_and_the_recognizer_feeds_whole_faces(tmp_path, train_config):
     import cv2
 

@@ -47,6 +47,9 @@ class EmotionClassifier(pl.LightningModule):
             with both, each batch takes one of them at random (torchvision's ``v2.MixUp`` /
             ``v2.CutMix``).
         tta_flip: in val/test/predict, average the softmax of the image and its mirror.
+        tta_shift: in val/test/predict, also average over the image moved by this many
+            pixels up, down, left and right (edge pixels repeated into the gap), each view
+            cropped and mirrored as the others; 0: no shifted views.
         crop: train on random ``crop`` x ``crop`` crops of the (augmented) images, one
             offset an image, and evaluate on the centre crop (the 40x40-of-48x48 recipe of
             the FER-2013 papers, e.g. Pramerdorfer & Kampel 2016); the network's input
@@ -83,6 +86,7 @@ class EmotionClassifier(pl.LightningModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         tta_flip: bool = False,
+        tta_shift: int = 0,
         crop: int | None = None,
         ten_crop: bool | str = False,
         channels_last: bool | None = None,
@@ -93,6 +97,8 @@ class EmotionClassifier(pl.LightningModule):
         super().__init__()
         if ten_crop not in (True, False, "test"):
             raise ValueError(f"ten_crop must be true, false or 'test', not {ten_crop!r}")
+        if tta_shift < 0:
+            raise ValueError(f"tta_shift must be a number of pixels >= 0, not {tta_shift}")
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
             raise ValueError(
                 f"distill_weight must be in [0, 1] and distill_temperature > 0: {distill_weight}, {distill_temperature}"
@@ -137,20 +143,26 @@ class EmotionClassifier(pl.LightningModule):
         return self.net(x)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(B, num_classes)``, mirror-averaged when ``tta_flip``."""
+        """Class probabilities ``(B, num_classes)``, the mean over the test-time views (mirrors, shifts, crops)."""
         return self._eval_logits(x).float().softmax(-1)
 
     def _eval_logits(self, x: torch.Tensor, stage: str = "test") -> torch.Tensor:
-        """Logits of the test-time views of ``x`` (crops, mirrors): log of the mean of their softmaxes."""
-        views = [x]
+        """Logits of the test-time views of ``x`` (shifts, crops, mirrors): log of the mean of their softmaxes."""
+        images = [x]
+        if s := self.hparams.tta_shift:
+            side = x.shape[-1]
+            padded = F.pad(x, (s, s, s, s), mode="replicate")
+            for t, u in ((0, s), (2 * s, s), (s, 0), (s, 2 * s)):  # content moved down, up, right, left
+                images.append(padded[..., t : t + side, u : u + side])
         crop, ten_crop = self.hparams.crop, self.hparams.ten_crop
+        views = list(images)
         if crop:
             side, c = x.shape[-1], crop
             middle = (side - c) // 2
             corners = [(0, 0), (0, side - c), (side - c, 0), (side - c, side - c)]
             if not ten_crop or (ten_crop == "test" and stage == "val"):
                 corners = []
-            views = [x[..., t : t + c, u : u + c] for t, u in [(middle, middle), *corners]]
+            views = [i[..., t : t + c, u : u + c] for i in images for t, u in [(middle, middle), *corners]]
         if self.hparams.tta_flip:
             views += [v.flip(-1) for v in views]
         if len(views) == 1:
