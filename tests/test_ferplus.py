@@ -1,5 +1,4 @@
-"""FER+ labels: the reference rules on hand-made votes, the real files, training on soft targets, and FER-2013
-targets mixed with the votes."""
+"""FER+ labels: the reference rules on hand-made votes, the real files, and training on soft targets."""
 
 import gzip
 
@@ -7,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fer.data import FER2013DataModule, FER2013FormatError, FER2013VotesDataModule, FERPlusDataModule
+from fer.data import FER2013FormatError, FERPlusDataModule
 from fer.data.fer2013 import SAMPLE_CSV
-from fer.data.ferplus import fer2013_vote_shares, majority_labels, read_ferplus, vote_distributions
+from fer.data.ferplus import majority_labels, read_ferplus, vote_distributions
 from fer.training.run import train
 from tests.conftest import DATA, FER2013_CSV, need
 
@@ -81,76 +80,3 @@ def test_training_on_each_label_mode(tmp_path, train_config, mode):
     overrides = ["data=ferplus", f"data.path={fer}", f"data.labels={labels}", f"data.mode={mode}", "debug=fdr"]
     metrics = train(train_config(*overrides, "logger=none"))
     assert "test/acc" in metrics and "train/loss" in metrics
-
-
-def test_fer2013_vote_shares():
-    # FER+ columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
-    votes = np.array(
-        [
-            [4, 0, 0, 1, 3, 2, 0, 0, 0, 0],  # the single sadness vote is noise
-            [0, 0, 0, 0, 0, 2, 0, 4, 2, 2],  # contempt, unknown and NF have no FER-2013 class
-            [1, 1, 1, 1, 1, 1, 1, 1, 1, 1],  # single votes only: all noise
-        ]
-    )
-    shares = fer2013_vote_shares(votes)  # FER-2013 order: angry, disgust, fear, happy, sad, surprise, neutral
-    assert shares.dtype == np.float32
-    assert np.allclose(shares[0], [3 / 9, 2 / 9, 0, 0, 0, 0, 4 / 9])
-    assert np.allclose(shares[1], [0, 1, 0, 0, 0, 0, 0])
-    assert not shares[2].any()
-
-
-def test_fer2013_targets_mixed_with_votes(tmp_path):
-    fer, labels = _small_pair(tmp_path)
-    plain = FER2013DataModule(path=str(fer))
-    mixed = FER2013VotesDataModule(str(labels), path=str(fer), vote_weight=0.3)
-    plain.setup()
-    mixed.setup()
-    label = plain.splits["train"].tensors[1]
-    target = mixed.splits["train"].tensors[1]
-    assert target.shape == (len(label), 7) and target.dtype == torch.float32
-    assert torch.allclose(target.sum(1), torch.ones(len(label)))
-    assert (target.argmax(1) == label).all() and (target.max(1).values >= 0.7 - 1e-6).all()
-    # the first Training row by hand: its votes, noise (single votes) and FER+-only columns dropped
-    row = next(line for line in labels.read_text().splitlines()[1:] if line.startswith("Training"))
-    votes = dict(zip(HEADER.split(",")[2:], map(int, row.split(",")[2:])))
-    fer_names = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6}
-    shares = torch.zeros(7)
-    for name, k in fer_names.items():
-        shares[k] = votes[name] if votes[name] > 1 else 0
-    expected = 0.7 * torch.nn.functional.one_hot(label[0], 7) + 0.3 * shares / shares.sum()
-    assert torch.allclose(target[0], expected)
-    for split in ("val", "test"):  # selection and the report keep FER-2013's labels
-        assert torch.equal(mixed.splits[split].tensors[1], plain.splits[split].tensors[1])
-    none = FER2013VotesDataModule(str(labels), path=str(fer), vote_weight=0.0)
-    none.setup()
-    assert torch.equal(none.splits["train"].tensors[1].argmax(1), label)
-    assert torch.equal(none.splits["train"].tensors[1].max(1).values, torch.ones(len(label)))
-    with pytest.raises(ValueError, match="vote_weight must be in"):
-        FER2013VotesDataModule(str(labels), path=str(fer), vote_weight=1.5)
-    (tmp_path / "short.csv").write_text("\n".join(labels.read_text().splitlines()[:-5]) + "\n")
-    with pytest.raises(FER2013FormatError, match="short.csv: 695 rows for the 700"):
-        FER2013VotesDataModule(str(tmp_path / "short.csv"), path=str(fer)).setup()
-
-
-def test_training_on_fer2013_with_votes(tmp_path, train_config):
-    fer, labels = _small_pair(tmp_path)
-    overrides = ["data=fer2013_votes", f"data.path={fer}", f"data.labels={labels}", "debug=fdr", "logger=none"]
-    cfg = train_config(*overrides)
-    assert cfg.data.vote_weight == 0.3
-    metrics = train(cfg)
-    assert "test/acc" in metrics and "train/loss" in metrics
-
-
-@pytest.mark.slow
-def test_real_fer2013_with_votes():
-    dm = FER2013VotesDataModule(str(need(FERPLUS)), path=str(need(FER2013_CSV)), vote_weight=0.3)
-    dm.setup()
-    target = dm.splits["train"].tensors[1]
-    assert target.shape == (28709, 7)
-    assert (target.argmax(1) == dm.data.split("Training")[1]).all()
-    # on the real files: 12,397 Training targets stay one-hot (193 without an emotion vote, the rest where the
-    # taggers' votes all went to the FER-2013 label), 6,493 keep the least, 0.7 (no vote for the FER-2013
-    # label), and the FER-2013 label holds 0.885 of a target on average
-    top = target.max(1).values
-    assert int((top == 1).sum()) == 12397 and int((top - 0.7).abs().lt(1e-6).sum()) == 6493
-    assert abs(float(top.mean()) - 0.8846) < 1e-4

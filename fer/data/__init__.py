@@ -9,7 +9,7 @@ from fer.data.baum2 import BAUM2DataModule
 from fer.data.ckplus import CKPlusDataModule
 from fer.data.combined import CombinedDataModule
 from fer.data.fer2013 import CLASS_NAMES, FER2013, FER2013DataModule, FER2013FormatError, load_fer2013
-from fer.data.ferplus import FER2013VotesDataModule, FERPlusDataModule
+from fer.data.ferplus import FERPlusDataModule
 from fer.data.landmark_features import LandmarkFeatureDataModule
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "CombinedDataModule",
     "FER2013DataModule",
     "FER2013FormatError",
-    "FER2013VotesDataModule",
     "FERPlusDataModule",
     "LandmarkFeatureDataModule",
     "load_fer2013",

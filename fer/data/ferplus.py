@@ -19,9 +19,6 @@ Label modes, as the FER+ paper and its reference code define them:
 
 Images whose label (or the distribution's largest entry) is unknown or not a face (NF)
 are dropped. Validation and test are always scored on majority labels.
-
-:class:`FER2013VotesDataModule` keeps FER-2013's own seven classes and labels and only
-mixes the votes into its Training targets: human soft labels in place of a teacher's.
 """
 
 from __future__ import annotations
@@ -34,8 +31,7 @@ import numpy as np
 import torch
 
 from fer.data.base import InMemoryDataModule
-from fer.data.fer2013 import CLASS_NAMES as FER2013_CLASS_NAMES
-from fer.data.fer2013 import FER2013, SAMPLE_CSV, USAGES, FER2013DataModule, FER2013FormatError, load_fer2013
+from fer.data.fer2013 import SAMPLE_CSV, USAGES, FER2013FormatError, load_fer2013
 
 #: FER+ columns of votes, in file order: the 8 emotions, then unknown and NF (not a face).
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
@@ -104,42 +100,6 @@ def read_ferplus(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return votes, usages
 
 
-def read_matching_votes(labels: str | Path, data: FER2013, path: str | Path | None) -> np.ndarray:
-    """The ``int64 (N, 10)`` FER+ votes of ``labels`` for the rows of ``data``, loaded from ``path``.
-
-    Raises:
-        FER2013FormatError: the two files do not match row for row (count, or the first
-            line whose Usage differs is named).
-    """
-    votes, usages = read_ferplus(labels)
-    fer_usages = [USAGES[k] for k in data.usage.tolist()]
-    if len(usages) != len(fer_usages):
-        raise FER2013FormatError(
-            f"{labels}: {len(usages)} rows for the {len(fer_usages)} of {path or SAMPLE_CSV}; "
-            "FER+ labels the official CSV row for row"
-        )
-    if usages != fer_usages:
-        k = next(k for k, (a, b) in enumerate(zip(usages, fer_usages)) if a != b)
-        raise FER2013FormatError(f"{labels}: line {k + 2}: Usage {usages[k]} where FER-2013 has {fer_usages[k]}")
-    return votes
-
-
-def fer2013_vote_shares(votes: np.ndarray) -> np.ndarray:
-    """``float32 (N, 7)``: each FER-2013 class's share of the emotion votes of ``(N, 10)`` FER+ votes.
-
-    Classes in FER-2013 order (:data:`fer.data.fer2013.CLASS_NAMES`). A single vote is
-    noise and zeroed, as in :func:`majority_labels`; contempt (no FER-2013 class),
-    unknown and NF votes are left out. All zero where no emotion vote remains.
-    """
-    v = np.where(votes <= 1, 0, votes).astype(np.float32)
-    shares = np.zeros((len(votes), len(FER2013_CLASS_NAMES)), np.float32)
-    for column, name in enumerate(CLASS_NAMES):
-        if name in FER2013_CLASS_NAMES:
-            shares[:, FER2013_CLASS_NAMES.index(name)] = v[:, column]
-    total = shares.sum(1, keepdims=True)
-    return np.divide(shares, total, out=np.zeros_like(shares), where=total > 0)
-
-
 class FERPlusDataModule(InMemoryDataModule):
     """FER-2013's images with FER+ labels: 8 classes, Train -> train, Valid -> val, Test -> test.
 
@@ -164,7 +124,18 @@ class FERPlusDataModule(InMemoryDataModule):
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         data = load_fer2013(self.path)
-        votes = read_matching_votes(self.labels, data, self.path)
+        votes, usages = read_ferplus(self.labels)
+        fer_usages = [USAGES[k] for k in data.usage.tolist()]
+        if len(usages) != len(fer_usages):
+            raise FER2013FormatError(
+                f"{self.labels}: {len(usages)} rows for the {len(fer_usages)} of {self.path or SAMPLE_CSV}; "
+                "FER+ labels the official CSV row for row"
+            )
+        if usages != fer_usages:
+            k = next(k for k, (a, b) in enumerate(zip(usages, fer_usages)) if a != b)
+            raise FER2013FormatError(
+                f"{self.labels}: line {k + 2}: Usage {usages[k]} where FER-2013 has {fer_usages[k]}"
+            )
         majority = torch.from_numpy(majority_labels(votes))
         soft = torch.from_numpy(vote_distributions(votes))
         splits = {}
@@ -183,40 +154,3 @@ class FERPlusDataModule(InMemoryDataModule):
         if self.mode == "probability" and y.is_floating_point():  # a label drawn from each image's votes
             y = torch.multinomial(y, 1).squeeze(1)
         return x, y
-
-
-class FER2013VotesDataModule(FER2013DataModule):
-    """FER-2013 (its 7 classes and labels) trained on targets that mix in the FER+ votes of each image.
-
-    A Training image of FER-2013 label ``c`` gets the target ``(1 - w) onehot(c) + w s``,
-    ``s`` the FER-2013 classes' shares of its FER+ votes (:func:`fer2013_vote_shares`): label
-    smoothing spread the way ten human taggers disagree, where a teacher network's softmax
-    would spread it in knowledge distillation. Images without an emotion vote keep
-    ``onehot(c)``. PublicTest and PrivateTest keep FER-2013's labels, so model selection and
-    the reported accuracy are those of plain FER-2013. Targets are ``float32 (N, 7)``.
-
-    Args:
-        labels: FER+'s ``fer2013new.csv``, row for row the same images as ``path``.
-        vote_weight: ``w`` in [0, 1]; below 0.5 the FER-2013 label always keeps the largest share.
-        **kwargs: see :class:`~fer.data.fer2013.FER2013DataModule`.
-
-    Raises:
-        ValueError: ``vote_weight`` outside [0, 1]. FER2013FormatError: the two files do
-        not match row for row (see :func:`read_matching_votes`).
-    """
-
-    def __init__(self, labels: str, vote_weight: float = 0.3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if not 0 <= vote_weight <= 1:
-            raise ValueError(f"vote_weight must be in [0, 1], not {vote_weight}")
-        self.labels, self.vote_weight = labels, vote_weight
-
-    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        splits = super().load_splits()
-        votes = read_matching_votes(self.labels, self.data, self.path)
-        shares = torch.from_numpy(fer2013_vote_shares(votes[self.data.usage.numpy() == 0]))
-        images, labels = splits["train"]
-        target = torch.nn.functional.one_hot(labels, self.num_classes).float()
-        mixed = (1 - self.vote_weight) * target + self.vote_weight * shares
-        splits["train"] = (images, torch.where(shares.sum(1, keepdim=True) > 0, mixed, target))
-        return splits
