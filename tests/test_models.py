@@ -84,13 +84,34 @@ def test_batch_augment_mirror_and_random_draws():
     assert not torch.allclose(out[0], out[1])
 
 
-@pytest.mark.parametrize(("stride", "side"), [(2, 3), (1, 6)])
-def test_resnet18_stem_keeps_the_resolution_it_says(stride, side):
-    net = resnet18(stem_stride=stride).eval()
+@pytest.mark.parametrize(("stride", "width", "side"), [(2, 64, 3), (1, 64, 6), (2, 32, 3)])
+def test_resnet18_keeps_the_resolution_and_width_it_says(stride, width, side):
+    net = resnet18(stem_stride=stride, width=width).eval()
     x = torch.randn(2, 1, 48, 48)
     stem = net.relu(net.bn1(net.conv1(x)))
-    features = net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(stem)))))
-    assert stem.shape[-1] == 48 // stride and features.shape == (2, 512, side, side)
+    stages = [net.layer1(net.maxpool(stem))]
+    for layer in (net.layer2, net.layer3, net.layer4):
+        stages.append(layer(stages[-1]))
+    assert stem.shape[1:] == (width, 48 // stride, 48 // stride)
+    assert [s.shape[1] for s in stages] == [width, 2 * width, 4 * width, 8 * width]
+    assert stages[-1].shape[-1] == side and net(x).shape == (2, 7)
+
+
+def test_narrow_resnet18_has_torchvisions_layout_and_initialisation():
+    torch.manual_seed(0)
+    full, narrow = resnet18(), resnet18(width=32)
+    full_shapes = {k: v.shape for k, v in full.state_dict().items()}
+    narrow_shapes = {k: v.shape for k, v in narrow.state_dict().items()}
+    assert narrow_shapes.keys() == full_shapes.keys()  # same names: checkpoints and fine-tuning code apply
+    assert narrow_shapes["fc.weight"] == (7, 256) and narrow_shapes["layer2.0.downsample.0.weight"] == (64, 32, 1, 1)
+    assert sum(p.numel() for p in narrow.parameters()) < 0.26 * sum(p.numel() for p in full.parameters())
+    for name in ("layer1.0.conv1", "layer3.1.conv2", "layer4.0.downsample.0"):  # He init, fan-out, as torchvision
+        conv = narrow.get_submodule(name)
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.15)
+    assert (narrow.layer3[0].bn1.weight == 1).all() and (narrow.layer3[0].bn1.bias == 0).all()
+    with pytest.raises(ValueError, match="width"):
+        resnet18(width=0)
 
 
 def test_vggnet_is_the_papers_network_at_40x40():
