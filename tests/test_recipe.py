@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, load_classifier, read_checkpoint
+from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, read_checkpoint
 from fer.data import FER2013DataModule
 from fer.training.module import EmotionClassifier
 from fer.training.run import train
@@ -249,3 +249,24 @@ def test_distillation_end_to_end_and_a_teacher_of_other_inputs_is_refused(tmp_pa
     # the shipped models saw whole 48x48 faces, not the 40x40 crops this network would train on
     with pytest.raises(CheckpointError, match=r"fer2013_deep_cnn.ckpt: trained on whole images .* 40x40 crops"):
         train(train_config("model=cnn4", teachers, "model.crop=40", "debug=limit"))
+
+
+def test_only_the_fast_recipe_narrows_the_resnet(train_config):
+    from fer.training.run import build_model
+
+    datamodule = FER2013DataModule()
+    shipped = str(SHIPPED_CHECKPOINT)
+    # the 60-epoch recipes build the shipped model's network: its weights fine-tune and teach there
+    model = build_model(
+        train_config("experiment=fer2013_distill", f"model.net.pretrained={shipped}", f"model.teacher=[{shipped}]"),
+        datamodule,
+    )
+    assert model.net.fc[-1].in_features == 512
+    assert torch.equal(model.net.conv1.weight, load_classifier(shipped)[0].net.conv1.weight)
+    assert build_model(train_config("experiment=fer2013_resnet18"), datamodule).net.fc[-1].in_features == 512
+    fast = build_model(train_config("experiment=fer2013_fast"), datamodule)
+    assert fast.net.fc[-1].in_features == 256
+    with pytest.raises(
+        CheckpointError, match=r"conv1.weight has shape \(64, 1, 3, 3\), the network wants \(32, 1, 3, 3\)"
+    ):
+        build_model(train_config("experiment=fer2013_fast", f"model.net.pretrained={shipped}"), datamodule)
