@@ -5,13 +5,9 @@ Short in-process runs on the FER-2013 sample shipped in the package.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pytest
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import Callback
-from pytorch_lightning.callbacks import WeightAveraging
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, read_checkpoint
@@ -253,45 +249,6 @@ def test_distillation_end_to_end_and_a_teacher_of_other_inputs_is_refused(tmp_pa
     # the shipped models saw whole 48x48 faces, not the 40x40 crops this network would train on
     with pytest.raises(CheckpointError, match=r"fer2013_deep_cnn.ckpt: trained on whole images .* 40x40 crops"):
         train(train_config("model=cnn4", teachers, "model.crop=40", "debug=limit"))
-
-
-class TeacherWatch(Callback):
-    """Records, for each training batch, what teaches it and whether that is the EMA callback's average."""
-
-    seen: ClassVar[list] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        teacher = pl_module._teaching_net()
-        if teacher is None:
-            self.seen.append((trainer.current_epoch, None))
-            return
-        average = next(c for c in trainer.callbacks if isinstance(c, WeightAveraging))._average_model
-        ema = [p for n, p in average.module.named_parameters() if n.startswith("net.")]
-        same = all(torch.equal(a, b) for a, b in zip(teacher.parameters(), ema))
-        raw = any(not torch.equal(a, b) for a, b in zip(teacher.parameters(), pl_module.net.parameters()))
-        self.seen.append((trainer.current_epoch, (same, raw, teacher.training)))
-
-
-def test_self_distillation_is_taught_by_the_run_s_own_weight_average(tmp_path, train_config):
-    cfg = train_config(
-        "model=cnn4",
-        "callbacks=ema",
-        "callbacks.ema.decay=0.9",
-        "model.self_distill=true",
-        "model.distill_from_epoch=1",
-        "trainer.max_epochs=2",
-        "debug=limit",
-        f"+callbacks.watch._target_={__name__}.TeacherWatch",
-    )
-    TeacherWatch.seen = []
-    train(cfg)
-    # epoch 0 learns from the labels alone; from epoch 1 the averaged weights (not the raw ones), in eval mode
-    assert TeacherWatch.seen == [(0, None)] * 5 + [(1, (True, True, False))] * 5
-    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")["hyper_parameters"]["self_distill"]
-    with pytest.raises(RuntimeError, match="self_distill needs the weight average of callbacks=ema"):
-        train(train_config("model=cnn4", "model.self_distill=true", "debug=limit"))
-    with pytest.raises(ValueError, match="give no other teacher"):
-        EmotionClassifier(NET, ["a", "b"], teacher=torch.nn.Identity(), self_distill=True)
 
 
 def test_only_the_fast_recipe_narrows_the_resnet(train_config):

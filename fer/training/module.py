@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from pytorch_lightning.callbacks import WeightAveraging
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
@@ -70,13 +69,6 @@ class EmotionClassifier(pl.LightningModule):
             plus ``w`` times the distillation loss.
         distill_temperature: ``T`` of the distillation loss, ``T**2 KL(softmax(teacher / T)
             || softmax(net / T))`` (the ``T**2`` keeps its gradients' scale as ``T`` changes).
-        self_distill: the run's own exponential moving average of the weights is the teacher
-            (a mean teacher, Tarvainen & Valpola 2017, here on labelled data): each training
-            batch also goes through the EMA network in eval mode, about 30 % more time a
-            step. Needs the :class:`~pytorch_lightning.callbacks.WeightAveraging` callback
-            (``callbacks=ema``); excludes ``teacher``.
-        distill_from_epoch: the first epoch that distils (from ``teacher`` or the EMA
-            weights); the epochs before learn from the labels alone, at no extra cost.
 
     Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro) and ``val/acc_best``;
     keeps the last validation and test confusion matrices in :attr:`confusion`.
@@ -101,8 +93,6 @@ class EmotionClassifier(pl.LightningModule):
         teacher: nn.Module | None = None,
         distill_weight: float = 0.5,
         distill_temperature: float = 2.0,
-        self_distill: bool = False,
-        distill_from_epoch: int = 0,
     ) -> None:
         super().__init__()
         if ten_crop not in (True, False, "test"):
@@ -113,8 +103,6 @@ class EmotionClassifier(pl.LightningModule):
             raise ValueError(
                 f"distill_weight must be in [0, 1] and distill_temperature > 0: {distill_weight}, {distill_temperature}"
             )
-        if self_distill and teacher is not None:
-            raise ValueError("self_distill makes the EMA weights the teacher: give no other teacher")
         # Plain containers keep the checkpoint's hyper-parameters readable without Hydra.
         net, class_names, optimizer, scheduler = (
             OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
@@ -206,9 +194,9 @@ class EmotionClassifier(pl.LightningModule):
         logits = self(x) if stage == "train" else self._eval_logits(x, stage)
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=self.hparams.label_smoothing)
-        if stage == "train" and (teacher := self._teaching_net()) is not None:
+        if stage == "train" and self._teacher:
             w = self.hparams.distill_weight
-            loss = (1 - w) * loss + w * self._distillation(x, logits, teacher)
+            loss = (1 - w) * loss + w * self._distillation(x, logits)
         # soft targets (B, classes), e.g. FER+ vote distributions: metrics compare with their largest class
         y = target.argmax(-1) if target.is_floating_point() else target
         preds = logits.argmax(-1)
@@ -222,25 +210,12 @@ class EmotionClassifier(pl.LightningModule):
         self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True)
         return {"loss": loss, "preds": preds}
 
-    def _teaching_net(self) -> nn.Module | None:
-        """The network that teaches this epoch's batches: ``teacher``, the EMA network (``self_distill``), or none."""
-        if self._trainer is not None and self.current_epoch < self.hparams.distill_from_epoch:
-            return None
-        if not self.hparams.self_distill:
-            return self._teacher[0] if self._teacher else None
-        averaging = [c for c in self.trainer.callbacks if isinstance(c, WeightAveraging)]
-        # the callback's AveragedModel holds a copy of this module whose weights are the average
-        average = averaging[0]._average_model if averaging else None
-        if average is None:
-            raise RuntimeError("model.self_distill needs the weight average of callbacks=ema, which this run lacks")
-        return average.module.net.eval()
-
-    def _distillation(self, x: torch.Tensor, logits: torch.Tensor, teacher: nn.Module | None = None) -> torch.Tensor:
+    def _distillation(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """``T**2 KL(teacher || net)`` of the softened outputs on the training batch ``x``."""
         if self.hparams.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            taught = (self._teacher[0] if teacher is None else teacher)(x).float()
+            taught = self._teacher[0](x).float()
         t = self.hparams.distill_temperature
         log_p, log_q = (logits.float() / t).log_softmax(-1), (taught / t).log_softmax(-1)
         return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * t * t
