@@ -90,10 +90,7 @@ def test_photo_upload_lists_five_faces(page, screenshots):
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
     assert page.locator("#upload-faces tbody tr").count() == 5
     # the annotated image loads after the table shows: wait for it rather than race it (a loaded image has a width)
-    page.wait_for_function(
-        "(() => { const i = document.querySelector('#annotated-image'); return i.complete && i.naturalWidth > 0; })()",
-        timeout=30_000,
-    )
+    page.wait_for_function("document.querySelector('#annotated-image').naturalWidth > 0", timeout=30_000)
     csv_text = page.request.get(page.evaluate("document.querySelector('#csv').href")).text()
     assert len(csv_text.strip().splitlines()) == 6  # header + 5 faces
     assert page.inner_text("#progress-text").endswith("5 face(s)")
