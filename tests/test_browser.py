@@ -64,15 +64,16 @@ def page(browser, server):
 
 def test_live_camera_shows_a_box_a_label_and_happy_during_the_smile(page, screenshots):
     page.click("#start")
-    face = page.locator("#live-faces li").first
-    face.wait_for(timeout=60_000)
-    # the listed box and the overlay are read in one script: a newer answer can move the box between two calls
-    box, alpha = page.evaluate(
-        "() => { const box = document.querySelector('#live-faces li').dataset.box.split(',').map(Number);"
+    # the listed box and the overlay are read in one script (a newer answer can move the box between two
+    # calls), once a face is listed
+    box, alpha = page.wait_for_function(
+        "() => { const li = document.querySelector('#live-faces li'); if (!li) return null;"
+        " const box = li.dataset.box.split(',').map(Number);"
         " const [x, y1, , y2] = box; const c = document.querySelector('#overlay');"
         " const d = c.getContext('2d').getImageData(x, y1, 1, y2 - y1).data;"
-        " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return [box, n / (d.length / 4)]; }"
-    )
+        " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return [box, n / (d.length / 4)]; }",
+        timeout=60_000,
+    ).json_value()
     x1, y1, x2, y2 = box
     assert 150 < (x1 + x2) / 2 < 450 and 100 < (y1 + y2) / 2 < 300, "the box is not on the face"
     assert alpha > 0.8, "the overlay has no box edge where the listed box is"
