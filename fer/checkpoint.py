@@ -10,6 +10,7 @@ every ``_target_`` in it is a ``fer.models`` network (:data:`fer.models.ALLOWED_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 
 from fer.face.crops import FER2013_MEAN, FER2013_STD
 from fer.models import disallowed_targets
-from fer.training.module import EmotionClassifier
+from fer.training.module import EmotionClassifier, check_views
 
 #: The model used when none is named: the best FER-2013 one (distilled ResNet-18, 72.6 % PrivateTest; see
 #: MODEL_CARD_fer2013_resnet18.md).
@@ -155,27 +156,36 @@ def input_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_classifier(path: str | Path | None = None) -> tuple[EmotionClassifier, dict[str, Any]]:
+def load_classifier(
+    path: str | Path | None = None, views: Mapping[str, Any] | None = None
+) -> tuple[EmotionClassifier, dict[str, Any]]:
     """An :class:`EmotionClassifier` in eval mode on the CPU, and its :func:`input_settings`.
 
     Args:
         path: a train.py checkpoint (full or slim); ``None`` is the shipped FER-2013 model.
+        views: test-time views to use instead of the checkpoint's (``tta_flip``,
+            ``tta_shift``, ``ten_crop``); ``None``: the checkpoint's own.
 
     Raises:
         FileNotFoundError: no such file. CheckpointError: see :func:`read_checkpoint` and
         :func:`network_config`, or the weights do not fit the architecture it names.
+        ValueError: ``views`` that :class:`EmotionClassifier` cannot take.
     """
     path = Path(str(SHIPPED_CHECKPOINT)) if path is None else Path(path)
-    return _classifier(read_checkpoint(path), path)
+    return _classifier(read_checkpoint(path), path, views)
 
 
-def _classifier(checkpoint: dict[str, Any], path: Path) -> tuple[EmotionClassifier, dict[str, Any]]:
+def _classifier(
+    checkpoint: dict[str, Any], path: Path, views: Mapping[str, Any] | None = None
+) -> tuple[EmotionClassifier, dict[str, Any]]:
     """:func:`load_classifier` of a checkpoint already read from ``path``."""
     net = network_config(checkpoint, path)
     hparams = checkpoint["hyper_parameters"]
     keep = ("label_smoothing", "tta_flip", "tta_shift", "crop", "ten_crop", "channels_last")
+    check_views(**(views or {}))
+    kept = {k: hparams[k] for k in keep if k in hparams} | dict(views or {})
     try:
-        model = EmotionClassifier(net, hparams["class_names"], **{k: hparams[k] for k in keep if k in hparams})
+        model = EmotionClassifier(net, hparams["class_names"], **kept)
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: weights do not fit the architecture {net}: {error}") from error

@@ -71,6 +71,21 @@ def test_test_only_from_checkpoint(short_run, tmp_path):
     tested = json.loads((tmp_path / "metrics.json").read_text())
     trained = json.loads((short_run / "metrics.json").read_text())
     assert tested["confusion_matrix"] == trained["confusion_matrix"]
+    assert tested["logged"]["test/loss"] == pytest.approx(trained["logged"]["test/loss"])
+
+
+def test_test_only_takes_test_time_views_from_the_command_line(short_run, tmp_path):
+    # the run trained without the mirror; named on the command line, the test averages the face and its mirror
+    run_train(
+        tmp_path,
+        "train=false",
+        f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
+        "model.tta_flip=true",
+        "debug=limit",
+    )
+    tested = json.loads((tmp_path / "metrics.json").read_text())["logged"]["test/loss"]
+    trained = json.loads((short_run / "metrics.json").read_text())["logged"]["test/loss"]
+    assert tested != pytest.approx(trained, abs=1e-4)
 
 
 def test_test_only_needs_a_checkpoint(tmp_path):

@@ -21,6 +21,14 @@ from fer.models import build_network
 STAGES = ("train", "val", "test")
 
 
+def check_views(tta_flip: bool = False, tta_shift: int = 0, ten_crop: bool | str = False) -> None:
+    """Raises ValueError for test-time views :class:`EmotionClassifier` cannot take (see its arguments)."""
+    if ten_crop not in (True, False, "test"):
+        raise ValueError(f"ten_crop must be true, false or 'test', not {ten_crop!r}")
+    if tta_shift < 0:
+        raise ValueError(f"tta_shift must be a number of pixels >= 0, not {tta_shift}")
+
+
 class EmotionClassifier(pl.LightningModule):
     """Softmax cross-entropy classification of expressions by any network.
 
@@ -96,10 +104,7 @@ class EmotionClassifier(pl.LightningModule):
         distill_temperature: float = 2.0,
     ) -> None:
         super().__init__()
-        if ten_crop not in (True, False, "test"):
-            raise ValueError(f"ten_crop must be true, false or 'test', not {ten_crop!r}")
-        if tta_shift < 0:
-            raise ValueError(f"tta_shift must be a number of pixels >= 0, not {tta_shift}")
+        check_views(tta_flip, tta_shift, ten_crop)
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
             raise ValueError(
                 f"distill_weight must be in [0, 1] and distill_temperature > 0: {distill_weight}, {distill_temperature}"

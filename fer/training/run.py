@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import WeightAveraging
@@ -132,6 +133,18 @@ def _instantiate_all(configs: DictConfig | None, logged: bool = True) -> list[An
     return [instantiate(c) for c in entries if logged or c._target_ not in NEED_A_LOGGER]
 
 
+def _views_given(cfg: DictConfig) -> dict[str, Any]:
+    """The test-time views (``model.tta_flip`` / ``tta_shift`` / ``ten_crop``) set on the command line.
+
+    ``train=false ckpt_path=...`` tests the checkpoint with its own views unless the
+    command line names others; the model config's defaults do not count.
+    """
+    if not HydraConfig.initialized():
+        return {}
+    given = {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
+    return {key: cfg.model[key] for key in ("tta_flip", "tta_shift", "ten_crop") if f"model.{key}" in given}
+
+
 def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, train: bool) -> str | None:
     """The checkpoint file that ``ckpt_path`` names.
 
@@ -159,7 +172,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (``cfg.train``) and test (``cfg.test``) a model; returns the logged metrics.
 
     With ``train=false`` the model is rebuilt from ``ckpt_path`` alone (its stored
-    architecture), so any checkpoint of ours can be tested on any data config.
+    architecture), so any checkpoint of ours can be tested on any data config; test-time
+    views named on the command line (``model.tta_shift=1``) replace the checkpoint's.
 
     ``ckpt_path`` (see :func:`resolve_checkpoint`) resumes training where that
     checkpoint left it, with the same result as an uninterrupted run.
@@ -183,7 +197,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if ckpt_path:
             check_checkpoint(ckpt_path)  # refused here, unrun, unless plain data naming a fer.models network
     elif ckpt_path:
-        model = load_classifier(ckpt_path)[0]
+        model = load_classifier(ckpt_path, views=_views_given(cfg))[0]
     elif "checkpoints" in cfg.model.net:  # an ensemble of trained models: nothing to fit
         model = build_model(cfg, datamodule)
     else:
