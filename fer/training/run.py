@@ -141,7 +141,7 @@ def _views_given(cfg: DictConfig) -> dict[str, Any]:
     """
     if not HydraConfig.initialized():
         return {}
-    given = {override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task}
+    given = {o.split("=", 1)[0].lstrip("+") for o in HydraConfig.get().overrides.task if not o.startswith("~")}
     return {key: cfg.model[key] for key in ("tta_flip", "tta_shift", "ten_crop") if f"model.{key}" in given}
 
 
