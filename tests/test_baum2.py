@@ -78,6 +78,15 @@ def test_cnn_lstm_from_an_image_checkpoint_frozen():
     assert all(not p.requires_grad for p in net.frame_net.parameters())
     assert net.lstm.input_size == 512  # the deep CNN's last hidden width
     assert net(torch.randn(1, 4, 1, 48, 48)).shape == (1, 8)
+    # frozen means batch-norm statistics and dropout too: a training step leaves the frame network as it was
+    net.train()
+    before = {k: v.clone() for k, v in net.frame_net.state_dict().items()}
+    clips = torch.rand(2, 4, 1, 48, 48)
+    features = net.frame_net(clips.flatten(0, 1))
+    net(clips).sum().backward()
+    assert all(torch.equal(v, net.frame_net.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(features, net.frame_net(clips.flatten(0, 1)))  # no dropout
+    assert net.lstm.training and not net.frame_net.training
 
 
 def test_frame_extraction_from_real_videos(tmp_path):

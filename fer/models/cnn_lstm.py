@@ -32,7 +32,9 @@ class CNNLSTM(nn.Module):
         feature_size: frame embedding width when trained from scratch.
         hidden_size, num_layers: the LSTM's.
         drop_frame_classifier: see ``frame_net``.
-        freeze: keep the frame network's weights fixed.
+        freeze: keep the frame network as it is: no gradients, and in eval mode while the clip
+            model trains (batch-norm statistics kept, dropout off), so its features are the
+            image network's own.
         dropout: before the classifier.
     """
 
@@ -53,6 +55,7 @@ class CNNLSTM(nn.Module):
     ) -> None:
         super().__init__()
         self.clip_length = clip_length
+        self.freeze = freeze
         if isinstance(frame_net, nn.Module):
             net = frame_net
         elif drop_frame_classifier:
@@ -70,6 +73,12 @@ class CNNLSTM(nn.Module):
         self.frame_net = net.requires_grad_(not freeze)
         self.lstm = nn.LSTM(feature_size, hidden_size, num_layers, batch_first=True)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
+
+    def train(self, mode: bool = True) -> CNNLSTM:
+        super().train(mode)
+        if self.freeze:
+            self.frame_net.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
