@@ -1,12 +1,15 @@
-"""Zero-shot evaluation: a trained classifier on the CK+ apex faces it never saw.
+"""Zero-shot evaluation: a trained image classifier on CK+ faces or BAUM-2 clips it never saw.
 
     python -m fer.evaluate ckplus CKPT [CKPT ...] [--path ../shared/data/ckplus] [--json out.json]
+    python -m fer.evaluate baum2 CKPT [CKPT ...] [--path ../shared/data/baum2/Extracted]
 
-Every labelled CK+ sequence (Lucey et al. 2010: 327 of them) gives its last frame, the
-apex of the expression; faces are found with the Haar detector and cropped as for
-training (cached in ``outputs/cache``). Classes are matched by name (CK+'s "anger" is
-the model's "angry"); faces of a class the model does not have (contempt, for a FER-2013
-model) are counted apart, and the accuracy is over the faces whose class it has.
+``ckplus``: every labelled CK+ sequence (Lucey et al. 2010: 327 of them) gives its last
+frame, the apex of the expression; faces are found with the Haar detector and cropped as
+for training (cached in ``outputs/cache``). ``baum2``: every labelled BAUM-2 clip (Erdem
+et al. 2015) as all of its face frames (1-16 here); a clip's prediction is the class of the
+mean of its frames' probabilities. Classes are matched by name (CK+'s "anger" is the
+model's "angry"); faces or clips of a class the model does not have (contempt, for a
+FER-2013 model) are counted apart, and the accuracy is over those whose class it has.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ import numpy as np
 import torch
 
 from fer.checkpoint import SHIPPED_CHECKPOINT, load_classifier
+from fer.data.baum2 import CLASS_NAMES as BAUM2_CLASS_NAMES
+from fer.data.baum2 import load_clip, read_baum2
 from fer.data.ckplus import load_faces, read_ckplus
 from fer.data.labels import CKPLUS_CODES, common_name
 from fer.face.crops import preprocess
 from fer.face.detection import make_detector
 
-DEFAULT_CKPLUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ckplus"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_PATHS = {"ckplus": SHARED_DATA / "ckplus", "baum2": SHARED_DATA / "baum2" / "Extracted"}
 
 
 def ckplus_apex(path: str | Path, cache_dir: str | Path | None = "outputs/cache") -> tuple[torch.Tensor, list[str]]:
@@ -40,12 +46,27 @@ def ckplus_apex(path: str | Path, cache_dir: str | Path | None = "outputs/cache"
     return crops, [common_name(CKPLUS_CODES[s.code]) for s in sequences]
 
 
+def baum2_clips(path: str | Path) -> tuple[list[torch.Tensor], list[str]]:
+    """Every labelled BAUM-2 clip as ``uint8 (T, 1, 48, 48)`` grey frames (all it has), and their class names.
+
+    Raises:
+        FileNotFoundError: no clip under ``path``. ValueError: a bad label or frame (names the file).
+    """
+    clips = read_baum2(path)
+    return [load_clip(c.frames, len(c.frames)) for c in clips], [BAUM2_CLASS_NAMES[c.code] for c in clips]
+
+
 @torch.inference_mode()
-def zero_shot(ckpt: str | Path, crops: torch.Tensor, names: list[str]) -> dict[str, Any]:
-    """Accuracy and confusion matrix of a classifier checkpoint on labelled face crops.
+def zero_shot(ckpt: str | Path, crops: torch.Tensor | list[torch.Tensor], names: list[str]) -> dict[str, Any]:
+    """Accuracy and confusion matrix of a classifier checkpoint on labelled faces or clips.
+
+    Args:
+        crops: ``uint8 (N, C, H, W)`` faces, or N clips of ``uint8 (T, C, H, W)`` frames
+            (a clip is predicted as the class of its frames' mean probability).
+        names: the N class names.
 
     Returns:
-        ``accuracy`` over the faces whose class the model has, ``faces`` (that many),
+        ``accuracy`` over the faces (clips) whose class the model has, ``faces`` (that many),
         ``unknown_class`` (faces of other classes, by class), ``classes`` (the rows: true
         classes the model has), ``predicted`` (the columns: the model's classes),
         ``confusion`` (counts), ``per_class_recall``.
@@ -53,11 +74,13 @@ def zero_shot(ckpt: str | Path, crops: torch.Tensor, names: list[str]) -> dict[s
     model, settings = load_classifier(ckpt)
     known = [n for n in model.class_names if n in set(names)]
     keep = [k for k, n in enumerate(names) if n in known]
-    x = crops[keep]
+    items = [crops[k] if crops[k].dim() == 4 else crops[k][None] for k in keep]
+    x = torch.cat(items)
     if settings["channels"] == 1 and x.shape[1] == 3:
         x = x.float().mean(1, keepdim=True).round().to(torch.uint8)
     x = preprocess(x, settings["image_size"], settings["mean"], settings["std"])
-    predicted = torch.cat([model.predict_proba(b) for b in x.split(256)]).argmax(1).numpy()
+    probabilities = torch.cat([model.predict_proba(b) for b in x.split(256)])
+    predicted = torch.stack([p.mean(0) for p in probabilities.split([len(i) for i in items])]).argmax(1).numpy()
     truth = np.array([model.class_names.index(names[k]) for k in keep])
     rows = [model.class_names.index(n) for n in known]
     confusion = np.zeros((len(rows), len(model.class_names)), dtype=int)
@@ -80,8 +103,8 @@ def zero_shot(ckpt: str | Path, crops: torch.Tensor, names: list[str]) -> dict[s
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The confusion matrix as a Markdown table (rows: CK+ classes; columns: predictions)."""
-    head = "| CK+ \\ predicted | " + " | ".join(result["predicted"]) + " | recall |"
+    """The confusion matrix as a Markdown table (rows: true classes; columns: predictions)."""
+    head = "| true \\ predicted | " + " | ".join(result["predicted"]) + " | recall |"
     lines = [head, "|" + "---|" * (len(result["predicted"]) + 2)]
     for name, row in zip(result["classes"], result["confusion"]):
         recall = result["per_class_recall"][name]
@@ -91,18 +114,20 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=["ckplus"])
+    parser.add_argument("dataset", choices=sorted(DEFAULT_PATHS))
     parser.add_argument("checkpoints", nargs="*", default=[str(SHIPPED_CHECKPOINT)])
-    parser.add_argument("--path", default=str(DEFAULT_CKPLUS), help="CK+ original layout")
+    parser.add_argument("--path", help="CK+ original layout / BAUM-2 Extracted folder (default: ../shared/data/...)")
     parser.add_argument("--json", help="write the results here as JSON too")
     args = parser.parse_args()
-    crops, names = ckplus_apex(args.path)
+    path = args.path or DEFAULT_PATHS[args.dataset]
+    crops, names = ckplus_apex(path) if args.dataset == "ckplus" else baum2_clips(path)
+    what = "CK+ apex faces" if args.dataset == "ckplus" else "BAUM-2 clips"
     results = []
     for ckpt in args.checkpoints:
         result = zero_shot(ckpt, crops, names)
         results.append(result)
         skipped = ", ".join(f"{n} {c}" for n, c in result["unknown_class"].items()) or "none"
-        print(f"\n{ckpt}: {result['accuracy']:.1%} of {result['faces']} CK+ apex faces (classes it lacks: {skipped})")
+        print(f"\n{ckpt}: {result['accuracy']:.1%} of {result['faces']} {what} (classes it lacks: {skipped})")
         print(markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
