@@ -120,7 +120,10 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here as JSON too")
     args = parser.parse_args()
     path = args.path or DEFAULT_PATHS[args.dataset]
-    crops, names = ckplus_apex(path) if args.dataset == "ckplus" else baum2_clips(path)
+    try:
+        crops, names = ckplus_apex(path) if args.dataset == "ckplus" else baum2_clips(path)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))  # one line naming the file, exit status 2
     what = "CK+ apex faces" if args.dataset == "ckplus" else "BAUM-2 clips"
     results = []
     for ckpt in args.checkpoints:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from fer.checkpoint import SHIPPED_CHECKPOINT, load_classifier
-from fer.evaluate import baum2_clips, ckplus_apex, markdown, zero_shot
+from fer.evaluate import baum2_clips, ckplus_apex, main, markdown, zero_shot
 from fer.face.crops import preprocess
 from tests.conftest import DATA, need
 
@@ -35,3 +36,15 @@ def test_shipped_model_on_baum2_clips():
         mean = model.predict_proba(preprocess(clip, settings["image_size"], settings["mean"], settings["std"])).mean(0)
         (row,) = zero_shot(SHIPPED_CHECKPOINT, [clip], [name])["confusion"]
         assert row[int(mean.argmax())] == 1
+
+
+def test_the_command_names_a_missing_data_folder_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["fer.evaluate", "baum2", "--path", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"no BAUM-2 clips (S###/###/emotion.txt + frames/) under {tmp_path}/nowhere")
+    )
