@@ -31,7 +31,6 @@ from fer.face.crops import preprocess
 from fer.face.detection import make_detector
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEFAULT_PATHS = {"ckplus": SHARED_DATA / "ckplus", "baum2": SHARED_DATA / "baum2" / "Extracted"}
 
 
 def ckplus_apex(path: str | Path, cache_dir: str | Path | None = "outputs/cache") -> tuple[torch.Tensor, list[str]]:
@@ -112,19 +111,25 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: dataset -> (default path, loader, what its items are called)
+DATASETS = {
+    "ckplus": (SHARED_DATA / "ckplus", ckplus_apex, "CK+ apex faces"),
+    "baum2": (SHARED_DATA / "baum2" / "Extracted", baum2_clips, "BAUM-2 clips"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=sorted(DEFAULT_PATHS))
+    parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("checkpoints", nargs="*", default=[str(SHIPPED_CHECKPOINT)])
     parser.add_argument("--path", help="CK+ original layout / BAUM-2 Extracted folder (default: ../shared/data/...)")
     parser.add_argument("--json", help="write the results here as JSON too")
     args = parser.parse_args()
-    path = args.path or DEFAULT_PATHS[args.dataset]
+    default_path, load, what = DATASETS[args.dataset]
     try:
-        crops, names = ckplus_apex(path) if args.dataset == "ckplus" else baum2_clips(path)
+        crops, names = load(args.path or default_path)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))  # one line naming the file, exit status 2
-    what = "CK+ apex faces" if args.dataset == "ckplus" else "BAUM-2 clips"
     results = []
     for ckpt in args.checkpoints:
         result = zero_shot(ckpt, crops, names)
