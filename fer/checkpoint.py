@@ -213,9 +213,9 @@ def pretrained_network(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
     on (``model.crop``; ``None``: whole images).
 
     ``model.net.pretrained=PATH`` (see :func:`fer.training.run.build_model`): an image
-    network is fine-tuned from these weights (:func:`transfer_weights`); a CNN-LSTM gets
-    this config as ``frame_net`` (with ``drop_frame_classifier``) and these weights; the
-    new checkpoint stores the config, never the path.
+    network is fine-tuned from these weights (:func:`transfer_weights`); a clip model gets
+    this config as ``frame_net`` (a CNN-LSTM with ``drop_frame_classifier``) and these
+    weights; the new checkpoint stores the config, never the path.
 
     Raises:
         FileNotFoundError, CheckpointError: see :func:`load_classifier`; also a clip or

@@ -1,4 +1,4 @@
-"""BAUM-2 clips, frame extraction from real videos, CNN-LSTM and C3D."""
+"""BAUM-2 clips, frame extraction from real videos, CNN-LSTM, C3D and the frame average."""
 
 from collections import Counter
 
@@ -9,7 +9,7 @@ from fer.data.baum2 import BAUM2DataModule, extract_face_frames, fixed_length, l
 from fer.face.detection import HaarDetector
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
-from fer.models import C3D, CNNLSTM
+from fer.models import C3D, CNNLSTM, FrameAverage
 from tests.conftest import DATA, need, run_train
 
 BAUM2 = DATA / "baum2" / "Extracted"
@@ -57,7 +57,12 @@ def test_splits_are_subject_independent_and_augment_clips_as_a_whole():
 
 
 @pytest.mark.parametrize(
-    "net", [C3D(num_classes=8, clip_length=16), CNNLSTM({"_target_": "fer.models.shallow_cnn"}, 8, clip_length=12)]
+    "net",
+    [
+        C3D(num_classes=8, clip_length=16),
+        CNNLSTM({"_target_": "fer.models.shallow_cnn"}, 8, clip_length=12),
+        FrameAverage({"_target_": "fer.models.shallow_cnn"}, 8, clip_length=12),
+    ],
 )
 @pytest.mark.parametrize("length", [12, 16])
 def test_clip_models_shapes_and_backward(net, length):
@@ -89,6 +94,36 @@ def test_cnn_lstm_from_an_image_checkpoint_frozen():
     assert net.lstm.training and not net.frame_net.training
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_frame_average_starts_as_the_shipped_model_on_real_clips(freeze, train_config):
+    from fer.checkpoint import load_classifier, shipped_model
+    from fer.training.run import build_model
+
+    dm = BAUM2DataModule(str(need(BAUM2)), fold=0, batch_size=6)
+    dm.setup()
+    clips, labels = next(iter(dm.val_dataloader()))
+    x, _ = dm.on_after_batch_transfer((clips, labels), 0)
+    model = build_model(train_config("experiment=baum2_kfold", "model=frame_average", f"model.net.freeze={freeze}"), dm)
+    image_model, _ = load_classifier(shipped_model("fer2013"))
+    with torch.no_grad():
+        clip_logits = model.net.eval()(x)
+        frame_logits = image_model.net.eval()(x.flatten(0, 1)).view(6, 16, -1)
+    # each FER-2013 class's logit is the mean of its logits over the clip's frames; contempt starts fresh
+    rows = [dm.class_names.index(name) for name in image_model.class_names]
+    assert "contempt" not in image_model.class_names and len(rows) == 7
+    torch.testing.assert_close(clip_logits[:, rows], frame_logits.mean(1), atol=1e-4, rtol=1e-4)
+    # a training step: everything learns, or (freeze) the class layer alone, batch-norm statistics kept
+    model.net.train()
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    torch.nn.functional.cross_entropy(model.net(x), labels).backward()
+    for p in model.net.parameters():
+        if p.grad is not None:
+            p.data -= 0.1 * p.grad
+    changed = {k for k, v in model.net.state_dict().items() if not torch.equal(v, before[k])}
+    class_layer = {"frame_net.fc.1.weight", "frame_net.fc.1.bias"}  # fc.0: the dropout before it
+    assert changed == class_layer if freeze else changed > class_layer | {"frame_net.bn1.running_mean"}
+
+
 def test_frame_extraction_from_real_videos(tmp_path):
     frames = extract_face_frames(need(DATA / "videos" / "single_face.mp4"), HaarDetector(), 16, cache_dir=tmp_path)
     assert frames.shape == (16, 1, 48, 48) and frames.dtype == torch.uint8
@@ -99,7 +134,7 @@ def test_frame_extraction_from_real_videos(tmp_path):
         extract_face_frames(tmp_path / "missing.mp4", HaarDetector())
 
 
-@pytest.mark.parametrize("model", ["c3d", "cnn_lstm"])
+@pytest.mark.parametrize("model", ["c3d", "cnn_lstm", "frame_average"])
 def test_train_py_on_baum2_and_clip_inference(model, tmp_path):
     need(BAUM2)
     run_train(tmp_path, "data=baum2", f"model={model}", "data.clip_length=12", "debug=limit", "trainer.max_epochs=1")

@@ -22,7 +22,7 @@ def _compose(*overrides: str):
         return compose("train", overrides=list(overrides), return_hydra_config=False)
 
 
-CLIP_DATA, CLIP_MODELS = {"baum2"}, {"c3d", "cnn_lstm"}
+CLIP_DATA, CLIP_MODELS = {"baum2"}, {"c3d", "cnn_lstm", "frame_average"}
 FEATURE_DATA, FEATURE_MODELS = {d for d in DATA if d.endswith("_landmarks")}, {"landmark_mlp"}
 
 

@@ -54,8 +54,10 @@ def test_a_plain_onnxruntime_script_needs_nothing_from_fer(shipped_onnx):
         {"_target_": "fer.models.C3D", "num_classes": 8, "clip_length": 8, "width": 8},
         {"_target_": "fer.models.CNNLSTM", "frame_net": {"_target_": "fer.models.shallow_cnn"}, "num_classes": 8,
          "clip_length": 8},
+        {"_target_": "fer.models.FrameAverage", "frame_net": {"_target_": "fer.models.shallow_cnn"},
+         "num_classes": 8, "clip_length": 8},
     ],
-    ids=["c3d", "cnn_lstm"],
+    ids=["c3d", "cnn_lstm", "frame_average"],
 )  # fmt: skip
 def test_clip_models_export_with_parity_on_baum2_clips(tmp_path, net):
     from fer.data import BAUM2DataModule

@@ -16,6 +16,7 @@ from fer.models.cnn4 import CNN4
 from fer.models.cnn_lstm import CNNLSTM
 from fer.models.dexpression import DeXpression
 from fer.models.ensemble import Ensemble
+from fer.models.frame_average import FrameAverage
 from fer.models.landmark_mlp import LandmarkMLP
 from fer.models.resnet import resnet18
 from fer.models.vgg_style import VGGStyleCNN, deep_cnn, shallow_cnn
@@ -27,6 +28,7 @@ __all__ = [
     "CNNLSTM",
     "DeXpression",
     "Ensemble",
+    "FrameAverage",
     "LandmarkMLP",
     "VGGNet",
     "VGGStyleCNN",
@@ -65,5 +67,5 @@ def build_network(config: Mapping[str, Any]) -> nn.Module:
     if bad or "_target_" not in config:
         named = ", ".join(bad) or "no _target_"
         raise ValueError(f"not a fer.models network: {named}; allowed: {', '.join(sorted(ALLOWED_TARGETS))}")
-    # nested configs reach the network as dicts (CNNLSTM and Ensemble build theirs themselves)
+    # nested configs reach the network as dicts (the clip models and Ensemble build theirs themselves)
     return instantiate(dict(config), _recursive_=False, _convert_="all")

@@ -29,7 +29,8 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     feature vectors). ``model.net.pretrained=PATH`` (an image classifier checkpoint) is
     read here, not by the network: an image network of the same architecture starts
     from its weights, class rows matched by name (:func:`fer.checkpoint.transfer_weights`);
-    a CNN-LSTM takes it as its frame network (:func:`fer.checkpoint.pretrained_network`).
+    a clip model takes it as its frame network (:func:`fer.checkpoint.pretrained_network`):
+    the CNN-LSTM without its class layer, the frame average with it.
     ``model.teacher=[a.ckpt,...]`` (image classifiers of the data's classes, trained on the
     input the network gets) become the :class:`~fer.models.Ensemble` it is distilled from.
 
@@ -52,7 +53,9 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
                 "%s was trained on %s, this run uses %s", pretrained, *map(_input, (source_crop, model_cfg.get("crop")))
             )
         if "frame_net" in net:  # a clip model: the image classifier becomes its frame network
-            net["frame_net"], net["drop_frame_classifier"] = source_net, True
+            net["frame_net"] = source_net
+            if "drop_frame_classifier" in net:  # the CNN-LSTM's frame embedding: the class layer's input
+                net["drop_frame_classifier"] = True
         elif source_net["_target_"] != net["_target_"]:
             raise CheckpointError(
                 f"{pretrained}: holds {source_net['_target_']}, but the model config builds {net['_target_']}"
@@ -61,13 +64,13 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     if model_cfg.get("crop"):  # the classifier crops the data's images for its network
         net["input_size"] = model_cfg["crop"]
     model = instantiate(model_cfg, class_names=list(datamodule.class_names), **extra)
-    if pretrained and "frame_net" in net:
-        missing, _ = model.net.frame_net.load_state_dict(weights, strict=False)  # the dropped class layer
-        if missing:
-            raise RuntimeError(f"{pretrained}: frame weights lack {missing}")
-    elif pretrained:
-        fresh = transfer_weights(model.net, weights, source_classes, list(datamodule.class_names), pretrained)
-        log.info("Fine-tuning %s from %s; classes new to it: %s", net["_target_"], pretrained, fresh or "none")
+    if pretrained:
+        target = model.net.frame_net if "frame_net" in net else model.net
+        fresh = transfer_weights(target, weights, source_classes, list(datamodule.class_names), pretrained)
+        if net.get("drop_frame_classifier"):
+            log.info("%s: the frame network from %s, less its class layer", net["_target_"], pretrained)
+        else:
+            log.info("Fine-tuning %s from %s; classes new to it: %s", net["_target_"], pretrained, fresh or "none")
     return model
 
 
