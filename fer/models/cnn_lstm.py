@@ -73,6 +73,7 @@ class CNNLSTM(nn.Module):
         self.frame_net = net.requires_grad_(not freeze)
         self.lstm = nn.LSTM(feature_size, hidden_size, num_layers, batch_first=True)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
+        self.train()  # Lightning never calls train() before fitting: a new model must already be frozen
 
     def train(self, mode: bool = True) -> CNNLSTM:
         super().train(mode)

@@ -53,6 +53,7 @@ class FrameAverage(nn.Module):
         if freeze:
             self.frame_net.requires_grad_(False)
             [m for m in self.frame_net.modules() if isinstance(m, nn.Linear)][-1].requires_grad_(True)
+        self.train()  # Lightning never calls train() before fitting: a new model must already be frozen
 
     def train(self, mode: bool = True) -> FrameAverage:
         super().train(mode)
