@@ -13,8 +13,10 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from fer.models.frames import FrameModel
 
-class CNNLSTM(nn.Module):
+
+class CNNLSTM(FrameModel):
     """``(B, T, C, H, W)`` float clips -> ``(B, num_classes)`` logits.
 
     Args:
@@ -73,13 +75,7 @@ class CNNLSTM(nn.Module):
         self.frame_net = net.requires_grad_(not freeze)
         self.lstm = nn.LSTM(feature_size, hidden_size, num_layers, batch_first=True)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
-        self.train()  # Lightning never calls train() before fitting: a new model must already be frozen
-
-    def train(self, mode: bool = True) -> CNNLSTM:
-        super().train(mode)
-        if self.freeze:
-            self.frame_net.eval()
-        return self
+        self.train()  # frozen from the start (FrameModel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]

@@ -15,8 +15,10 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from fer.models.frames import FrameModel
 
-class FrameAverage(nn.Module):
+
+class FrameAverage(FrameModel):
     """``(B, T, C, H, W)`` float clips -> ``(B, num_classes)`` logits, the mean of the ``T`` frames' logits.
 
     Args:
@@ -53,13 +55,7 @@ class FrameAverage(nn.Module):
         if freeze:
             self.frame_net.requires_grad_(False)
             [m for m in self.frame_net.modules() if isinstance(m, nn.Linear)][-1].requires_grad_(True)
-        self.train()  # Lightning never calls train() before fitting: a new model must already be frozen
-
-    def train(self, mode: bool = True) -> FrameAverage:
-        super().train(mode)
-        if self.freeze:
-            self.frame_net.eval()
-        return self
+        self.train()  # frozen from the start (FrameModel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
