@@ -22,8 +22,8 @@ class FrameAverage(FrameModel):
     """``(B, T, C, H, W)`` float clips -> ``(B, num_classes)`` logits, the mean of the ``T`` frames' logits.
 
     Args:
-        frame_net: an image classifier (module, or its config with a ``fer.models`` target,
-            built with this model's ``num_classes``, ``in_channels`` and ``input_size``).
+        frame_net: an image classifier's config (a ``fer.models`` target), built with this
+            model's ``num_classes``, ``in_channels`` and ``input_size``.
             ``model.net.pretrained=PATH`` starts it from a trained image classifier, class
             rows matched by name (:func:`fer.checkpoint.transfer_weights`).
         num_classes: outputs.
@@ -37,7 +37,7 @@ class FrameAverage(FrameModel):
 
     def __init__(
         self,
-        frame_net: nn.Module | Mapping[str, Any],
+        frame_net: Mapping[str, Any],
         num_classes: int = 7,
         in_channels: int = 1,
         input_size: int = 48,
@@ -47,11 +47,8 @@ class FrameAverage(FrameModel):
     ) -> None:
         super().__init__()
         self.clip_length, self.freeze = clip_length, freeze
-        if isinstance(frame_net, nn.Module):
-            self.frame_net = frame_net
-        else:
-            spec = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
-            self.frame_net = instantiate({**frame_net, **spec})
+        spec = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
+        self.frame_net = instantiate({**frame_net, **spec})
         if freeze:
             self.frame_net.requires_grad_(False)
             [m for m in self.frame_net.modules() if isinstance(m, nn.Linear)][-1].requires_grad_(True)
