@@ -41,7 +41,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     same = ["model=cnn4", "trainer.max_epochs=3", "seed=11"]
-    same += ["+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
+    same += ["+trainer.limit_train_batches=8", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
     run_train(tmp_path / "whole", *same)
 
     killed = tmp_path / "killed"
