@@ -164,7 +164,7 @@ def load_classifier(
     Args:
         path: a train.py checkpoint (full or slim); ``None`` is the shipped FER-2013 model.
         views: test-time views to use instead of the checkpoint's (``tta_flip``,
-            ``tta_shift``, ``ten_crop``); ``None``: the checkpoint's own.
+            ``tta_shift``, ``tta_rotate``, ``ten_crop``); ``None``: the checkpoint's own.
 
     Raises:
         FileNotFoundError: no such file. CheckpointError: see :func:`read_checkpoint` and
@@ -181,7 +181,7 @@ def _classifier(
     """:func:`load_classifier` of a checkpoint already read from ``path``."""
     net = network_config(checkpoint, path)
     hparams = checkpoint["hyper_parameters"]
-    keep = ("label_smoothing", "tta_flip", "tta_shift", "crop", "ten_crop", "channels_last")
+    keep = ("label_smoothing", "tta_flip", "tta_shift", "tta_rotate", "crop", "ten_crop", "channels_last")
     check_views(**(views or {}))
     kept = {k: hparams[k] for k in keep if k in hparams} | dict(views or {})
     try:

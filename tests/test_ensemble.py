@@ -27,12 +27,13 @@ def second_member(tmp_path_factory):
 
 def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, train_config, second_member):
     members = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{second_member}]"
-    metrics = train(train_config("train=false", "model=ensemble", members, "model.tta_shift=2"))
+    metrics = train(train_config("train=false", "model=ensemble", members, "model.tta_shift=2", "model.tta_rotate=5"))
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["num_images"] == 350 and abs(metrics["test/acc"] - report["accuracy"]) < 1e-6
     ensemble, _ = load_classifier(tmp_path / "run" / "checkpoints" / "ensemble.ckpt")
     assert "checkpoints" not in ensemble.hparams.net  # configs, never paths
-    assert ensemble.hparams.tta_shift == 2  # test-time views travel with the checkpoint to the recognizer
+    # test-time views travel with the checkpoint to the recognizer
+    assert ensemble.hparams.tta_shift == 2 and ensemble.hparams.tta_rotate == 5
     shipped, cnn4 = load_classifier(SHIPPED_CHECKPOINT)[0], load_classifier(second_member)[0]
     dm = FER2013DataModule()
     dm.setup()

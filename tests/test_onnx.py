@@ -36,6 +36,18 @@ def test_parity_on_256_real_privatetest_faces(shipped_onnx):
     assert (onnx_p.argmax(1) == torch_p.argmax(1)).all()
 
 
+def test_shifted_and_rotated_views_export_with_parity_at_any_batch_size(tmp_path):
+    net = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 48}
+    ckpt = save_classifier(tmp_path / "views.ckpt", net, 7, tta_flip=True, tta_shift=1, tta_rotate=10)
+    graph = export_onnx(ckpt, tmp_path / "views.onnx")
+    dm = FER2013DataModule()
+    dm.setup()
+    for n in (1, 33):  # the exporter traced a batch of 2
+        x = preprocess(dm.splits["test"].tensors[0][:n])
+        torch_p, onnx_p = TorchBackend(ckpt)(x), OnnxBackend(graph)(x)
+        assert onnx_p.shape == (n, 7) and np.abs(onnx_p - torch_p).max() < 1e-4
+
+
 def test_a_plain_onnxruntime_script_needs_nothing_from_fer(shipped_onnx):
     session = ort.InferenceSession(str(shipped_onnx), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map

@@ -5,6 +5,7 @@ Short in-process runs on the FER-2013 sample shipped in the package.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,35 @@ def test_tta_shift_averages_the_face_moved_two_pixels_each_way_and_mirrored_in_t
         assert torch.allclose(model._eval_logits(x, "val").softmax(-1), mirror, atol=1e-5)
     with pytest.raises(ValueError, match="tta_shift"):
         EmotionClassifier(NET, ["a", "b"], tta_shift=-1)
+
+
+def test_tta_rotate_averages_the_face_turned_each_way_and_mirrored_in_test_only():
+    import cv2
+
+    shipped = load_classifier(SHIPPED_CHECKPOINT)[0]
+    model = EmotionClassifier(shipped.hparams.net, shipped.class_names, tta_flip=True, tta_rotate=10).eval()
+    model.load_state_dict(shipped.state_dict())
+    dm = FER2013DataModule()
+    dm.setup()
+    x = dm.on_after_batch_transfer(dm.splits["test"][:32], 0)[0]
+
+    def turned(degrees: float) -> torch.Tensor:  # OpenCV's rotation about the pixel grid's centre, edges repeated
+        matrix = cv2.getRotationMatrix2D((23.5, 23.5), degrees, 1.0)
+        faces = [cv2.warpAffine(face[0].numpy(), matrix, (48, 48), borderMode=cv2.BORDER_REPLICATE) for face in x]
+        return torch.from_numpy(np.stack(faces))[:, None]
+
+    views = [x, turned(10), turned(-10)]
+    views += [v.flip(-1) for v in views]
+    with torch.inference_mode():
+        expected = torch.stack([model(v).softmax(-1) for v in views]).mean(0)
+        # OpenCV interpolates with 1/32-pixel weights: within a few thousandths of torch's grid_sample
+        assert (model.predict_proba(x) - expected).abs().max() < 5e-3
+        mirror = shipped.predict_proba(x)
+        assert (mirror - expected).abs().max() > 2e-2  # the turned faces change the answer
+        assert torch.allclose(model._eval_logits(x, "val").softmax(-1), mirror, atol=1e-5)  # not in validation
+    for degrees in (-1, 90):
+        with pytest.raises(ValueError, match="tta_rotate"):
+            EmotionClassifier(NET, ["a", "b"], tta_rotate=degrees)
 
 
 def test_crop_training_end_to_end_and_the_recognizer_feeds_whole_faces(tmp_path, train_config):

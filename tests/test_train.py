@@ -74,15 +74,10 @@ def test_test_only_from_checkpoint(short_run, tmp_path):
     assert tested["logged"]["test/loss"] == pytest.approx(trained["logged"]["test/loss"])
 
 
-def test_test_only_takes_test_time_views_from_the_command_line(short_run, tmp_path):
-    # the run trained without the mirror; named on the command line, the test averages the face and its mirror
-    run_train(
-        tmp_path,
-        "train=false",
-        f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}",
-        "model.tta_flip=true",
-        "debug=limit",
-    )
+@pytest.mark.parametrize("view", ["model.tta_flip=true", "model.tta_rotate=10"])
+def test_test_only_takes_test_time_views_from_the_command_line(short_run, tmp_path, view):
+    # the run trained without test-time views; named on the command line, the test averages over them
+    run_train(tmp_path, "train=false", f"ckpt_path={short_run / 'checkpoints' / 'best.ckpt'}", view, "debug=limit")
     tested = json.loads((tmp_path / "metrics.json").read_text())["logged"]["test/loss"]
     trained = json.loads((short_run / "metrics.json").read_text())["logged"]["test/loss"]
     assert tested != pytest.approx(trained, abs=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,12 +22,25 @@ from fer.models import build_network
 STAGES = ("train", "val", "test")
 
 
-def check_views(tta_flip: bool = False, tta_shift: int = 0, ten_crop: bool | str = False) -> None:
+def check_views(
+    tta_flip: bool = False, tta_shift: int = 0, tta_rotate: float = 0.0, ten_crop: bool | str = False
+) -> None:
     """Raises ValueError for test-time views :class:`EmotionClassifier` cannot take (see its arguments)."""
     if ten_crop not in (True, False, "test"):
         raise ValueError(f"ten_crop must be true, false or 'test', not {ten_crop!r}")
     if tta_shift < 0:
         raise ValueError(f"tta_shift must be a number of pixels >= 0, not {tta_shift}")
+    if not 0 <= tta_rotate < 90:
+        raise ValueError(f"tta_rotate must be an angle in degrees in [0, 90), not {tta_rotate}")
+
+
+def _rotated(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """``x`` ``(B, C, H, W)`` rotated by ``degrees`` about its centre, bilinear, edge pixels repeated."""
+    a = math.radians(degrees)
+    theta = x.new_tensor([[[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]])
+    grid = F.affine_grid(theta, [1, *x.shape[1:]], align_corners=False)
+    # expanded to x.shape[0], not len(x), which the ONNX exporter would freeze at its example's batch size
+    return F.grid_sample(x, grid.expand(x.shape[0], -1, -1, -1), padding_mode="border", align_corners=False)
 
 
 class EmotionClassifier(pl.LightningModule):
@@ -59,6 +73,10 @@ class EmotionClassifier(pl.LightningModule):
             pixels up, down, left and right (edge pixels repeated into the gap), each view
             cropped and mirrored as the others; 0: no shifted views. Validation (model
             selection) leaves them out, at a fifth of the cost.
+        tta_rotate: in test/predict, also average over the image rotated by this many
+            degrees each way about its centre (edge pixels repeated into the corners, as
+            :class:`~fer.data.transforms.BatchAugment` rotates training faces by up to 10),
+            each cropped and mirrored as the others; 0: no rotated views. Not in validation.
         crop: train on random ``crop`` x ``crop`` crops of the (augmented) images, one
             offset an image, and evaluate on the centre crop (the 40x40-of-48x48 recipe of
             the FER-2013 papers, e.g. Pramerdorfer & Kampel 2016); the network's input
@@ -96,6 +114,7 @@ class EmotionClassifier(pl.LightningModule):
         cutmix_alpha: float = 0.0,
         tta_flip: bool = False,
         tta_shift: int = 0,
+        tta_rotate: float = 0.0,
         crop: int | None = None,
         ten_crop: bool | str = False,
         channels_last: bool | None = None,
@@ -104,7 +123,7 @@ class EmotionClassifier(pl.LightningModule):
         distill_temperature: float = 2.0,
     ) -> None:
         super().__init__()
-        check_views(tta_flip, tta_shift, ten_crop)
+        check_views(tta_flip, tta_shift, tta_rotate, ten_crop)
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
             raise ValueError(
                 f"distill_weight must be in [0, 1] and distill_temperature > 0: {distill_weight}, {distill_temperature}"
@@ -160,6 +179,8 @@ class EmotionClassifier(pl.LightningModule):
             padded = F.pad(x, (s, s, s, s), mode="replicate")
             for t, u in ((0, s), (2 * s, s), (s, 0), (s, 2 * s)):  # content moved down, up, right, left
                 images.append(padded[..., t : t + side, u : u + side])
+        if (degrees := self.hparams.tta_rotate) and stage != "val":
+            images += [_rotated(x, angle) for angle in (degrees, -degrees)]
         crop, ten_crop = self.hparams.crop, self.hparams.ten_crop
         views = list(images)
         if crop:

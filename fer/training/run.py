@@ -137,7 +137,7 @@ def _instantiate_all(configs: DictConfig | None, logged: bool = True) -> list[An
 
 
 def _views_given(cfg: DictConfig) -> dict[str, Any]:
-    """The test-time views (``model.tta_flip`` / ``tta_shift`` / ``ten_crop``) set on the command line.
+    """The test-time views (``model.tta_flip`` / ``tta_shift`` / ``tta_rotate`` / ``ten_crop``) set on the command line.
 
     ``train=false ckpt_path=...`` tests the checkpoint with its own views unless the
     command line names others; the model config's defaults do not count.
@@ -145,7 +145,8 @@ def _views_given(cfg: DictConfig) -> dict[str, Any]:
     if not HydraConfig.initialized():
         return {}
     given = {o.split("=", 1)[0].lstrip("+") for o in HydraConfig.get().overrides.task if not o.startswith("~")}
-    return {key: cfg.model[key] for key in ("tta_flip", "tta_shift", "ten_crop") if f"model.{key}" in given}
+    views = ("tta_flip", "tta_shift", "tta_rotate", "ten_crop")
+    return {key: cfg.model[key] for key in views if f"model.{key}" in given}
 
 
 def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, train: bool) -> str | None:
