@@ -74,9 +74,9 @@ class EmotionClassifier(pl.LightningModule):
             cropped and mirrored as the others; 0: no shifted views. Validation (model
             selection) leaves them out, at a fifth of the cost.
         tta_rotate: in test/predict, also average over the image rotated by this many
-            degrees each way about its centre (edge pixels repeated into the corners, as
-            :class:`~fer.data.transforms.BatchAugment` rotates training faces by up to 10),
-            each cropped and mirrored as the others; 0: no rotated views. Not in validation.
+            degrees each way about its centre (edge pixels repeated into the corners; the
+            default training augmentation turns faces by up to 10 degrees), each view cropped
+            and mirrored as the others; 0: no rotated views. Validation leaves them out.
         crop: train on random ``crop`` x ``crop`` crops of the (augmented) images, one
             offset an image, and evaluate on the centre crop (the 40x40-of-48x48 recipe of
             the FER-2013 papers, e.g. Pramerdorfer & Kampel 2016); the network's input
