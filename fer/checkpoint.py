@@ -19,7 +19,7 @@ import torch
 
 from fer.face.crops import FER2013_MEAN, FER2013_STD
 from fer.models import disallowed_targets
-from fer.training.module import EmotionClassifier, check_views
+from fer.training.module import VIEWS, EmotionClassifier, check_views
 
 #: The model used when none is named: the best FER-2013 one (distilled ResNet-18, 72.6 % PrivateTest; see
 #: MODEL_CARD_fer2013_resnet18.md).
@@ -181,7 +181,7 @@ def _classifier(
     """:func:`load_classifier` of a checkpoint already read from ``path``."""
     net = network_config(checkpoint, path)
     hparams = checkpoint["hyper_parameters"]
-    keep = ("label_smoothing", "tta_flip", "tta_shift", "tta_rotate", "crop", "ten_crop", "channels_last")
+    keep = ("label_smoothing", *VIEWS, "crop", "channels_last")
     check_views(**(views or {}))
     kept = {k: hparams[k] for k in keep if k in hparams} | dict(views or {})
     try:

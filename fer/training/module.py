@@ -20,6 +20,8 @@ from torchvision.transforms import v2
 from fer.models import build_network
 
 STAGES = ("train", "val", "test")
+#: EmotionClassifier's test-time view settings (see its arguments), which a command line may set for a checkpoint
+VIEWS = ("tta_flip", "tta_shift", "tta_rotate", "ten_crop")
 
 
 def check_views(

@@ -16,7 +16,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fer.checkpoint import CheckpointError, check_checkpoint, load_classifier, pretrained_network, transfer_weights
 from fer.models import Ensemble
-from fer.training.module import EmotionClassifier
+from fer.training.module import VIEWS, EmotionClassifier
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _instantiate_all(configs: DictConfig | None, logged: bool = True) -> list[An
 
 
 def _views_given(cfg: DictConfig) -> dict[str, Any]:
-    """The test-time views (``model.tta_flip`` / ``tta_shift`` / ``tta_rotate`` / ``ten_crop``) set on the command line.
+    """The test-time views (:data:`~fer.training.module.VIEWS`, e.g. ``model.tta_shift``) set on the command line.
 
     ``train=false ckpt_path=...`` tests the checkpoint with its own views unless the
     command line names others; the model config's defaults do not count.
@@ -145,8 +145,7 @@ def _views_given(cfg: DictConfig) -> dict[str, Any]:
     if not HydraConfig.initialized():
         return {}
     given = {o.split("=", 1)[0].lstrip("+") for o in HydraConfig.get().overrides.task if not o.startswith("~")}
-    views = ("tta_flip", "tta_shift", "tta_rotate", "ten_crop")
-    return {key: cfg.model[key] for key in views if f"model.{key}" in given}
+    return {key: cfg.model[key] for key in VIEWS if f"model.{key}" in given}
 
 
 def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, train: bool) -> str | None:
