@@ -139,13 +139,23 @@ def test_ten_crop_averages_the_ten_views_torchvision_cuts():
         assert (windows == crop[:, None, None]).flatten(3).all(-1).any()
 
 
-def test_tta_shift_averages_the_face_moved_two_pixels_each_way_and_mirrored_in_test_only():
-    shipped = load_classifier(SHIPPED_CHECKPOINT)[0]  # the shipped ResNet-18 on real FER-2013 faces
-    model = EmotionClassifier(shipped.hparams.net, shipped.class_names, tta_flip=True, tta_shift=2).eval()
-    model.load_state_dict(shipped.state_dict())
+@pytest.fixture(scope="module")
+def shipped_and_faces():
+    """The shipped ResNet-18 and 32 real FER-2013 PrivateTest faces of the package's sample, normalised."""
     dm = FER2013DataModule()
     dm.setup()
-    x = dm.on_after_batch_transfer(dm.splits["test"][:32], 0)[0]
+    return load_classifier(SHIPPED_CHECKPOINT)[0], dm.on_after_batch_transfer(dm.splits["test"][:32], 0)[0]
+
+
+def with_views(shipped: EmotionClassifier, **views) -> EmotionClassifier:
+    model = EmotionClassifier(shipped.hparams.net, shipped.class_names, tta_flip=True, **views).eval()
+    model.load_state_dict(shipped.state_dict())
+    return model
+
+
+def test_tta_shift_averages_the_face_moved_two_pixels_each_way_and_mirrored_in_test_only(shipped_and_faces):
+    shipped, x = shipped_and_faces
+    model = with_views(shipped, tta_shift=2)
 
     def edge(image: torch.Tensor, dim: int, first: bool) -> torch.Tensor:
         return image.narrow(dim, 0 if first else image.shape[dim] - 1, 1).repeat_interleave(2, dim)
@@ -169,15 +179,11 @@ def test_tta_shift_averages_the_face_moved_two_pixels_each_way_and_mirrored_in_t
         EmotionClassifier(NET, ["a", "b"], tta_shift=-1)
 
 
-def test_tta_rotate_averages_the_face_turned_each_way_and_mirrored_in_test_only():
+def test_tta_rotate_averages_the_face_turned_each_way_and_mirrored_in_test_only(shipped_and_faces):
     import cv2
 
-    shipped = load_classifier(SHIPPED_CHECKPOINT)[0]
-    model = EmotionClassifier(shipped.hparams.net, shipped.class_names, tta_flip=True, tta_rotate=10).eval()
-    model.load_state_dict(shipped.state_dict())
-    dm = FER2013DataModule()
-    dm.setup()
-    x = dm.on_after_batch_transfer(dm.splits["test"][:32], 0)[0]
+    shipped, x = shipped_and_faces
+    model = with_views(shipped, tta_rotate=10)
 
     def turned(degrees: float) -> torch.Tensor:  # OpenCV's rotation about the pixel grid's centre, edges repeated
         matrix = cv2.getRotationMatrix2D((23.5, 23.5), degrees, 1.0)
