@@ -84,6 +84,22 @@ def test_mixed_batches_train_end_to_end(tmp_path, train_config):
     assert 0 <= metrics["test/acc"] <= 1
 
 
+def test_cosine_anneals_over_the_runs_own_epochs(tmp_path, train_config):
+    overrides = ("model=cnn4", "debug=limit", "test=false", "trainer.max_epochs=3", "callbacks.early_stopping=null")
+    train(train_config(*overrides))
+    lrs = _scalars(tmp_path / "run", "lr-AdamW")
+    assert np.allclose(lrs, [1e-3 * (1 + np.cos(np.pi * k / 3)) / 2 for k in range(3)], rtol=0, atol=1e-9), lrs
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["lr_schedulers"][0]["T_max"] == 3
+
+
+@pytest.mark.parametrize("classifier", ["sgd_onecycle", "sgd_plateau"])
+def test_every_classifier_takes_the_defaults_keys(train_config, classifier):
+    teacher = "model.teacher=[fer/weights/fer2013_deep_cnn.ckpt]"  # a key only the default file spells out
+    default, other = train_config(teacher).model, train_config(f"classifier={classifier}", teacher).model
+    assert set(other) == set(default) and other.teacher == default.teacher
+    assert other.optimizer._target_ == "torch.optim.SGD" and other.scheduler._target_ != default.scheduler._target_
+
+
 def test_sgd_one_cycle_runs_over_the_runs_own_steps(tmp_path, train_config):
     train(train_config("classifier=sgd_onecycle", "model=cnn4", "debug=limit", "test=false"))
     assert abs(_scalars(tmp_path / "run", "lr-SGD")[0] - 0.1 / 25) < 1e-9  # OneCycleLR starts at max_lr / 25

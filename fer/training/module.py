@@ -61,7 +61,9 @@ class EmotionClassifier(pl.LightningModule):
         optimizer: a partial (Hydra ``_partial_: true`` config or callable) taking the
             parameters, e.g. ``torch.optim.AdamW``.
         scheduler: optional partial taking the optimizer. One that takes ``total_steps``
-            (``OneCycleLR``) and is not given it gets the run's number of optimizer steps.
+            (``OneCycleLR``) and is not given it gets the run's number of optimizer steps;
+            one that takes ``T_max`` (``CosineAnnealingLR``) and is not given it, the run's
+            number of epochs (of steps with ``scheduler_interval="step"``).
         scheduler_interval: step the scheduler each ``"epoch"`` or each ``"step"``.
         scheduler_monitor: the metric a ``ReduceLROnPlateau`` scheduler watches.
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
@@ -296,10 +298,12 @@ class EmotionClassifier(pl.LightningModule):
             return optimizer
         if isinstance(make_scheduler, Mapping):
             make_scheduler = instantiate(make_scheduler, _partial_=True)
-        extra = {}
-        total_steps = inspect.signature(make_scheduler).parameters.get("total_steps")
-        if total_steps is not None and total_steps.default is None:  # OneCycleLR: the run's optimizer steps
+        extra, parameters = {}, inspect.signature(make_scheduler).parameters
+        if "total_steps" in parameters and parameters["total_steps"].default is None:  # OneCycleLR
             extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        if "T_max" in parameters and parameters["T_max"].default is inspect.Parameter.empty:  # CosineAnnealingLR
+            by_step = self.hparams.scheduler_interval == "step"
+            extra["T_max"] = int(self.trainer.estimated_stepping_batches) if by_step else self.trainer.max_epochs
         scheduler = make_scheduler(optimizer=optimizer, **extra)
         return {
             "optimizer": optimizer,
