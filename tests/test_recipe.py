@@ -94,7 +94,7 @@ def test_cosine_anneals_over_the_runs_own_epochs(tmp_path, train_config):
 
 @pytest.mark.parametrize("classifier", ["sgd_onecycle", "sgd_plateau"])
 def test_every_classifier_takes_the_defaults_keys(train_config, classifier):
-    teacher = "model.teacher=[fer/weights/fer2013_deep_cnn.ckpt]"  # a key only the default file spells out
+    teacher = "model.teacher=[fer/weights/fer2013_deep_cnn.ckpt]"  # the SGD files take it from classifier/default
     default, other = train_config(teacher).model, train_config(f"classifier={classifier}", teacher).model
     assert set(other) == set(default) and other.teacher == default.teacher
     assert other.optimizer._target_ == "torch.optim.SGD" and other.scheduler._target_ != default.scheduler._target_
