@@ -318,9 +318,14 @@ def test_only_the_fast_recipe_narrows_the_resnet(train_config):
     )
     assert model.net.fc[-1].in_features == 512
     assert torch.equal(model.net.conv1.weight, load_classifier(shipped)[0].net.conv1.weight)
-    assert build_model(train_config("experiment=fer2013_resnet18"), datamodule).net.fc[-1].in_features == 512
+    resnet18 = build_model(train_config("experiment=fer2013_resnet18"), datamodule)
+    assert resnet18.net.fc[-1].in_features == 512
     fast = build_model(train_config("experiment=fer2013_fast"), datamodule)
     assert fast.net.fc[-1].in_features == 256
+    # the fast recipe's test-time views are its own: the 60-epoch recipes' README figures are mirror-only
+    views = ("tta_flip", "tta_shift", "tta_rotate")
+    assert [fast.hparams[k] for k in views] == [True, 1, 10]
+    assert [m.hparams[k] for m in (model, resnet18) for k in views] == [True, 0, 0] * 2
     with pytest.raises(
         CheckpointError, match=r"conv1.weight has shape \(64, 1, 3, 3\), the network wants \(32, 1, 3, 3\)"
     ):
