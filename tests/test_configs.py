@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
@@ -49,8 +50,10 @@ def test_every_data_and_model_config_composes_and_builds(data, model):
     # channels-last exactly where the network has 2-D convolutions
     assert module.hparams.channels_last == (model not in ("landmark_mlp", "c3d"))
     assert module.num_classes == len(dm.class_names) in (7, 8)  # 8: with neutral and contempt
+    module.trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, logger=False, enable_checkpointing=False)
     optim = module.configure_optimizers()
     assert optim["optimizer"].param_groups[0]["lr"] == cfg.model.optimizer.lr
+    assert optim["lr_scheduler"]["scheduler"].T_max == cfg.trainer.max_epochs  # the cosine spans the run
 
 
 @pytest.mark.parametrize(("data", "model"), MISFITS)
