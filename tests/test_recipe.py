@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, read_checkpoint
 from fer.data import FER2013DataModule
-from fer.training.module import EmotionClassifier
+from fer.training.module import VIEWS, EmotionClassifier
 from fer.training.run import train
 
 NET = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 48}
@@ -323,9 +323,8 @@ def test_only_the_fast_recipe_narrows_the_resnet(train_config):
     fast = build_model(train_config("experiment=fer2013_fast"), datamodule)
     assert fast.net.fc[-1].in_features == 256
     # the fast recipe's test-time views are its own: the 60-epoch recipes' README figures are mirror-only
-    views = ("tta_flip", "tta_shift", "tta_rotate")
-    assert [fast.hparams[k] for k in views] == [True, 1, 10]
-    assert [m.hparams[k] for m in (model, resnet18) for k in views] == [True, 0, 0] * 2
+    assert [fast.hparams[k] for k in VIEWS] == [True, 1, 10, False]
+    assert [m.hparams[k] for m in (model, resnet18) for k in VIEWS] == [True, 0, 0, False] * 2
     with pytest.raises(
         CheckpointError, match=r"conv1.weight has shape \(64, 1, 3, 3\), the network wants \(32, 1, 3, 3\)"
     ):
