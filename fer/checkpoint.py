@@ -206,11 +206,14 @@ def _classifier(
     return model, settings
 
 
-def pretrained_network(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str], int | None]:
-    """An image classifier's network config, weights, class names and input crop, to start training from.
+def pretrained_network(
+    path: str | Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], list[str], int | None, bool]:
+    """An image classifier's network config, weights, class names, input crop and ten-crop test, to start training from.
 
     The crop is the side in pixels of the centre crop the classifier's network was trained
-    on (``model.crop``; ``None``: whole images).
+    on (``model.crop``; ``None``: whole images); the flag tells whether it is tested on
+    ten crops (``model.ten_crop`` true or ``test``, with a crop).
 
     ``model.net.pretrained=PATH`` (see :func:`fer.training.run.build_model`): an image
     network is fine-tuned from these weights (:func:`transfer_weights`); a clip model gets
@@ -224,7 +227,9 @@ def pretrained_network(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
     model, settings = load_classifier(path)
     if settings["kind"] != "image":
         raise CheckpointError(f"{path}: a {settings['kind']} model; only image models are pretrained networks")
-    return dict(model.hparams.net), model.net.state_dict(), list(model.class_names), model.hparams.get("crop")
+    crop = model.hparams.get("crop")
+    ten_crop = bool(crop and model.hparams.get("ten_crop"))
+    return dict(model.hparams.net), model.net.state_dict(), list(model.class_names), crop, ten_crop
 
 
 def transfer_weights(

@@ -76,7 +76,7 @@ def test_clip_models_shapes_and_backward(net, length):
 def test_cnn_lstm_from_an_image_checkpoint():
     from fer.checkpoint import pretrained_network, shipped_model
 
-    config, weights, _, _ = pretrained_network(shipped_model("fer2013_deep_cnn"))
+    config, weights, *_ = pretrained_network(shipped_model("fer2013_deep_cnn"))
     net = CNNLSTM(config, num_classes=8, clip_length=4, drop_frame_classifier=True, freeze=True)
     missing, unexpected = net.frame_net.load_state_dict(weights, strict=False)
     assert not missing and unexpected == ["classifier.3.weight", "classifier.3.bias"]  # the class layer

@@ -11,6 +11,7 @@ import torch
 from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, shipped_model
 from fer.data import CLASS_NAMES, FER2013DataModule
 from fer.inference.recognizer import EmotionRecognizer
+from fer.models import Ensemble
 from fer.training.module import EmotionClassifier
 from fer.training.run import train
 from tests.conftest import DATA, need
@@ -19,10 +20,10 @@ from tests.helpers import save_classifier
 
 @pytest.fixture(scope="module")
 def second_member(tmp_path_factory):
-    """A 4-conv CNN of FER-2013's classes (seeded, untrained) on 40x40 crops: unlike the shipped default."""
+    """A 4-conv CNN of FER-2013's classes (seeded, untrained) on 40x40 crops, ten at test: unlike the shipped model."""
     net = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 40}
     path = tmp_path_factory.mktemp("member") / "cnn4.ckpt"
-    return save_classifier(path, net, 7, list(CLASS_NAMES), crop=40)
+    return save_classifier(path, net, 7, list(CLASS_NAMES), crop=40, ten_crop="test")
 
 
 def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, train_config, second_member):
@@ -39,8 +40,11 @@ def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, trai
     dm.setup()
     x = dm.on_after_batch_transfer(dm.splits["test"][:64], 0)[0]
     with torch.inference_mode():
-        # the cropping member sees the middle 40x40 of each face, as in its training
-        mean = (shipped.net(x).float().softmax(-1) + cnn4.net(x[..., 4:44, 4:44]).float().softmax(-1)) / 2
+        # the cropping member votes as its own test does: the mean of its centre and four corner 40x40 crops
+        windows = [(4, 4), (0, 0), (0, 8), (8, 0), (8, 8)]
+        vote = torch.stack([cnn4.net(x[..., t : t + 40, u : u + 40]).float().softmax(-1) for t, u in windows]).mean(0)
+        assert torch.allclose(cnn4.predict_proba(x), vote, atol=1e-5)
+        mean = (shipped.net(x).float().softmax(-1) + vote) / 2
         assert torch.allclose(ensemble.net(x).softmax(-1), mean, atol=1e-5)
 
     recognizer = EmotionRecognizer(tmp_path / "run" / "checkpoints" / "ensemble.ckpt", device="cpu")
@@ -61,3 +65,27 @@ def test_a_hostile_member_target_is_refused_unrun(tmp_path):
     torch.save({"hyper_parameters": hparams, "state_dict": model.state_dict()}, tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointError, match="os.system"):
         load_classifier(tmp_path / "bad.ckpt")
+
+
+def test_ten_crops_need_a_member_that_crops():
+    with pytest.raises(ValueError, match="ten_crops"):
+        Ensemble([torch.nn.Flatten()], crops=[None], ten_crops=[True])
+
+
+def test_members_vote_on_their_centre_crops_when_told(train_config, second_member):
+    from fer.training.run import build_model
+
+    members = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{second_member}]"
+    datamodule = FER2013DataModule()
+    assert build_model(train_config("model=ensemble", members), datamodule).net.ten_crops == [False, True]
+    centre = build_model(
+        train_config("model=ensemble", members, "model.net.ten_crops=[false,false]"), datamodule
+    ).eval()
+    assert centre.net.ten_crops == [False, False]
+    x = torch.randn(4, 1, 48, 48)
+    with torch.inference_mode():
+        alone = (centre.net.members[0](x).softmax(-1) + centre.net.members[1](x[..., 4:44, 4:44]).softmax(-1)) / 2
+        assert torch.allclose(centre.net(x).softmax(-1), alone, atol=1e-5)
+    # the shipped member sees whole faces: it has no crops to take
+    with pytest.raises(ValueError, match=r"ten_crops=\[True, True\]: .* where it has crops: \[None, 40\]"):
+        build_model(train_config("model=ensemble", members, "model.net.ten_crops=[true,true]"), datamodule)

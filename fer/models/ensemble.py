@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from torch import nn
-from torchvision.transforms.v2.functional import center_crop
+from torchvision.transforms.v2.functional import center_crop, five_crop
 
 
 class Ensemble(nn.Module):
@@ -29,13 +29,20 @@ class Ensemble(nn.Module):
         crops: per member, the side in pixels of the centre crop of the input it sees (a
             network trained on 40x40 crops of 48x48 faces gets the middle 40x40), or
             ``None`` for the whole input; ``None``: every member sees the whole input.
+        ten_crops: per member with a crop, whether its vote is the mean softmax of its four
+            corner crops and its centre crop (the ten-crop test of a checkpoint trained with
+            ``model.ten_crop``, the ensemble's mirrors making the ten); ``None``: centre crops only.
 
     Raises:
-        ValueError: no members, or not one crop a member.
+        ValueError: no members, or not one crop (or ten-crop flag) a member, or ten crops
+            for a member without a crop.
     """
 
     def __init__(
-        self, members: Sequence[nn.Module | Mapping[str, Any]], crops: Sequence[int | None] | None = None
+        self,
+        members: Sequence[nn.Module | Mapping[str, Any]],
+        crops: Sequence[int | None] | None = None,
+        ten_crops: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         if not members:
@@ -43,9 +50,21 @@ class Ensemble(nn.Module):
         self.crops = list(crops) if crops is not None else [None] * len(members)
         if len(self.crops) != len(members):
             raise ValueError(f"{len(self.crops)} crops for {len(members)} ensemble members")
+        self.ten_crops = list(ten_crops) if ten_crops is not None else [False] * len(members)
+        if len(self.ten_crops) != len(members) or any(t and not c for t, c in zip(self.ten_crops, self.crops)):
+            raise ValueError(f"ten_crops {self.ten_crops} do not fit the members' crops {self.crops}")
         self.members = nn.ModuleList(m if isinstance(m, nn.Module) else instantiate(dict(m)) for m in members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = [center_crop(x, [crop, crop]) if crop else x for crop in self.crops]
-        logs = torch.stack([m(v).float().log_softmax(-1) for m, v in zip(self.members, views)])
-        return logs.logsumexp(0) - math.log(len(self.members))
+        votes = [self._vote(m, x, c, t) for m, c, t in zip(self.members, self.crops, self.ten_crops)]
+        return torch.stack(votes).logsumexp(0) - math.log(len(self.members))
+
+    @staticmethod
+    def _vote(member: nn.Module, x: torch.Tensor, crop: int | None, ten_crop: bool) -> torch.Tensor:
+        """A member's log probabilities ``(B, num_classes)``: its crop's, or the log mean of its five crops'."""
+        if not crop:
+            return member(x).float().log_softmax(-1)
+        if not ten_crop:
+            return member(center_crop(x, [crop, crop])).float().log_softmax(-1)
+        logs = member(torch.cat(five_crop(x, [crop, crop]))).float().log_softmax(-1).unflatten(0, (5, -1))
+        return logs.logsumexp(0) - math.log(5)

@@ -47,7 +47,7 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     extra = {"teacher": _teacher(teachers, datamodule, model_cfg.get("crop"))} if teachers else {}
     pretrained = net.pop("pretrained", None)
     if pretrained:
-        source_net, weights, source_classes, source_crop = pretrained_network(pretrained)
+        source_net, weights, source_classes, source_crop, _ = pretrained_network(pretrained)
         if source_crop != model_cfg.get("crop"):
             log.warning(
                 "%s was trained on %s, this run uses %s", pretrained, *map(_input, (source_crop, model_cfg.get("crop")))
@@ -80,8 +80,8 @@ def _input(crop: int | None) -> str:
 
 def _members(
     checkpoints: list[str], datamodule: pl.LightningDataModule, crop: int | None = None
-) -> tuple[list[dict[str, Any]], list[dict[str, torch.Tensor]], list[int | None]]:
-    """Network configs, weights and input crops of image classifier checkpoints of ``datamodule``'s classes.
+) -> tuple[list[dict[str, Any]], list[dict[str, torch.Tensor]], list[int | None], list[bool]]:
+    """Network configs, weights, input crops and ten-crop flags of image classifiers of ``datamodule``'s classes.
 
     ``crop``: the side of the inputs they will get (the crops a distilled network trains
     on; ``None``: the data's whole images); members trained on larger inputs are refused.
@@ -92,21 +92,26 @@ def _members(
     """
     if not checkpoints:
         raise ValueError("an ensemble needs checkpoints: model.net.checkpoints=[a.ckpt,b.ckpt,...]")
-    configs, states, member_classes, crops = zip(*(pretrained_network(path) for path in checkpoints))
+    configs, states, member_classes, crops, ten_crops = zip(*(pretrained_network(path) for path in checkpoints))
     for path, classes, member_crop in zip(checkpoints, member_classes, crops):
         if classes != list(datamodule.class_names):
             raise CheckpointError(f"{path}: classes {classes} are not the data's {list(datamodule.class_names)}")
         if crop and (member_crop is None or member_crop > crop):
             raise CheckpointError(f"{path}: trained on {_input(member_crop)}, the inputs here are {crop}x{crop} crops")
-    return list(configs), list(states), list(crops)
+    return list(configs), list(states), list(crops), list(ten_crops)
 
 
 def _ensemble(
     model_cfg: dict[str, Any], checkpoints: list[str], datamodule: pl.LightningDataModule
 ) -> EmotionClassifier:
     """The classifier of ``model=ensemble`` (see :func:`_members`); its checkpoint stores configs, never paths."""
-    configs, states, crops = _members(checkpoints, datamodule)
-    model_cfg["net"].update(members=configs, crops=crops)  # each member sees its own centre crop
+    configs, states, crops, ten_crops = _members(checkpoints, datamodule)
+    given = model_cfg["net"].get("ten_crops")
+    if given is None:  # each member votes on its own test's crops
+        given = ten_crops
+    elif len(given) != len(crops) or any(t and not c for t, c in zip(given, crops)):
+        raise ValueError(f"model.net.ten_crops={given}: one flag a checkpoint, true only where it has crops: {crops}")
+    model_cfg["net"].update(members=configs, crops=crops, ten_crops=given)
     model = instantiate(model_cfg, class_names=list(datamodule.class_names))
     for member, weights in zip(model.net.members, states):
         member.load_state_dict(weights)
@@ -115,8 +120,8 @@ def _ensemble(
 
 def _teacher(checkpoints: list[str], datamodule: pl.LightningDataModule, crop: int | None) -> Ensemble:
     """The :class:`~fer.models.Ensemble` of ``model.teacher=[...]``, distilled into a network (see :func:`_members`)."""
-    configs, states, crops = _members(checkpoints, datamodule, crop)
-    teacher = Ensemble(configs, crops)
+    configs, states, crops, _ = _members(checkpoints, datamodule, crop)
+    teacher = Ensemble(configs, crops)  # centre crops only: ten would cost every training step five passes
     for member, weights in zip(teacher.members, states):
         member.load_state_dict(weights)
     log.info("Distilling from the mean of %s", ", ".join(map(str, checkpoints)))
