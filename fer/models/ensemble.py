@@ -16,6 +16,12 @@ from torch import nn
 from torchvision.transforms.v2.functional import center_crop, five_crop
 
 
+def check_ten_crops(crops: Sequence[int | None], ten_crops: Sequence[bool]) -> None:
+    """Raises ValueError unless there is one ten-crop flag a member, true only where the member has a crop."""
+    if len(ten_crops) != len(crops) or any(t and not c for t, c in zip(ten_crops, crops)):
+        raise ValueError(f"ten_crops {list(ten_crops)} do not fit the members' crops {list(crops)}")
+
+
 class Ensemble(nn.Module):
     """``(B, C, S, S)`` float images -> ``(B, num_classes)`` log mean probability of the members.
 
@@ -51,8 +57,7 @@ class Ensemble(nn.Module):
         if len(self.crops) != len(members):
             raise ValueError(f"{len(self.crops)} crops for {len(members)} ensemble members")
         self.ten_crops = list(ten_crops) if ten_crops is not None else [False] * len(members)
-        if len(self.ten_crops) != len(members) or any(t and not c for t, c in zip(self.ten_crops, self.crops)):
-            raise ValueError(f"ten_crops {self.ten_crops} do not fit the members' crops {self.crops}")
+        check_ten_crops(self.crops, self.ten_crops)
         self.members = nn.ModuleList(m if isinstance(m, nn.Module) else instantiate(dict(m)) for m in members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

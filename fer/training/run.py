@@ -16,6 +16,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fer.checkpoint import CheckpointError, check_checkpoint, load_classifier, pretrained_network, transfer_weights
 from fer.models import Ensemble
+from fer.models.ensemble import check_ten_crops
 from fer.training.module import VIEWS, EmotionClassifier
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,10 @@ def _ensemble(
     given = model_cfg["net"].get("ten_crops")
     if given is None:  # each member votes on its own test's crops
         given = ten_crops
-    elif len(given) != len(crops) or any(t and not c for t, c in zip(given, crops)):
-        raise ValueError(f"model.net.ten_crops={given}: one flag a checkpoint, true only where it has crops: {crops}")
+    try:  # here, not in instantiate, which would wrap the error twice
+        check_ten_crops(crops, given)
+    except ValueError as error:
+        raise ValueError(f"model.net.ten_crops (one flag a checkpoint): {error}") from error
     model_cfg["net"].update(members=configs, crops=crops, ten_crops=given)
     model = instantiate(model_cfg, class_names=list(datamodule.class_names))
     for member, weights in zip(model.net.members, states):
