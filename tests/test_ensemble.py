@@ -13,7 +13,7 @@ from fer.data import CLASS_NAMES, FER2013DataModule
 from fer.inference.recognizer import EmotionRecognizer
 from fer.models import Ensemble
 from fer.training.module import EmotionClassifier
-from fer.training.run import train
+from fer.training.run import build_model, train
 from tests.conftest import DATA, need
 from tests.helpers import save_classifier
 
@@ -47,6 +47,12 @@ def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, trai
         mean = (shipped.net(x).float().softmax(-1) + vote) / 2
         assert torch.allclose(ensemble.net(x).softmax(-1), mean, atol=1e-5)
 
+        # an ensemble checkpoint is one member: its vote is its own mean, half of this one
+        nested = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{tmp_path / 'run' / 'checkpoints' / 'ensemble.ckpt'}]"
+        outer = build_model(train_config("model=ensemble", nested), dm).eval()
+        halves = (shipped.net(x).float().softmax(-1) + mean) / 2
+        assert torch.allclose(outer.net(x).softmax(-1), halves, atol=1e-5)
+
     recognizer = EmotionRecognizer(tmp_path / "run" / "checkpoints" / "ensemble.ckpt", device="cpu")
     faces = recognizer.predict(cv2.imread(str(need(DATA / "photos" / "multi_face.jpg"))), track=False)
     assert len(faces) == 5 and all(abs(sum(f.probabilities.values()) - 1) < 1e-4 for f in faces)
@@ -73,8 +79,6 @@ def test_ten_crops_need_a_member_that_crops():
 
 
 def test_members_vote_on_their_centre_crops_when_told(train_config, second_member):
-    from fer.training.run import build_model
-
     members = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{second_member}]"
     datamodule = FER2013DataModule()
     assert build_model(train_config("model=ensemble", members), datamodule).net.ten_crops == [False, True]
