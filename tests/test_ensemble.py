@@ -80,13 +80,10 @@ def test_ten_crops_need_a_member_that_crops():
 
 def test_members_vote_on_their_centre_crops_when_told(train_config, second_member):
     members = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{second_member}]"
-    datamodule = FER2013DataModule()
-    assert build_model(train_config("model=ensemble", members), datamodule).net.ten_crops == [False, True]
-    centre = build_model(
-        train_config("model=ensemble", members, "model.net.ten_crops=[false,false]"), datamodule
-    ).eval()
-    assert centre.net.ten_crops == [False, False]
     dm = FER2013DataModule()
+    assert build_model(train_config("model=ensemble", members), dm).net.ten_crops == [False, True]
+    centre = build_model(train_config("model=ensemble", members, "model.net.ten_crops=[false,false]"), dm).eval()
+    assert centre.net.ten_crops == [False, False]
     dm.setup()
     x = dm.on_after_batch_transfer(dm.splits["test"][:64], 0)[0]
     with torch.inference_mode():
@@ -94,4 +91,4 @@ def test_members_vote_on_their_centre_crops_when_told(train_config, second_membe
         assert torch.allclose(centre.net(x).softmax(-1), alone, atol=1e-5)
     # the shipped member sees whole faces: it has no crops to take
     with pytest.raises(ValueError, match=r"model.net.ten_crops .*: ten_crops \[True, True\] do not fit.*\[None, 40\]"):
-        build_model(train_config("model=ensemble", members, "model.net.ten_crops=[true,true]"), datamodule)
+        build_model(train_config("model=ensemble", members, "model.net.ten_crops=[true,true]"), dm)

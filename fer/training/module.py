@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import center_crop, five_crop
 
 from fer.models import build_network
 
@@ -187,13 +188,10 @@ class EmotionClassifier(pl.LightningModule):
             images += [_rotated(x, angle) for angle in (degrees, -degrees)]
         crop, ten_crop = self.hparams.crop, self.hparams.ten_crop
         views = list(images)
-        if crop:
-            side, c = x.shape[-1], crop
-            middle = (side - c) // 2
-            corners = [(0, 0), (0, side - c), (side - c, 0), (side - c, side - c)]
-            if not ten_crop or (ten_crop == "test" and stage == "val"):
-                corners = []
-            views = [i[..., t : t + c, u : u + c] for i in images for t, u in [(middle, middle), *corners]]
+        if crop and (not ten_crop or (ten_crop == "test" and stage == "val")):
+            views = [center_crop(i, [crop, crop]) for i in images]
+        elif crop:  # the four corners and the centre, the windows fer.models.Ensemble takes for a member
+            views = [v for i in images for v in five_crop(i, [crop, crop])]
         if self.hparams.tta_flip:
             views += [v.flip(-1) for v in views]
         if len(views) == 1:
