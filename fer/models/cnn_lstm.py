@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
+from fer.models.build import build_network
 from fer.models.frames import FrameModel
 
 
@@ -61,9 +61,9 @@ class CNNLSTM(FrameModel):
         if isinstance(frame_net, nn.Module):
             net = frame_net
         elif drop_frame_classifier:
-            net = instantiate(dict(frame_net))
+            net = build_network(dict(frame_net))
         else:
-            net = instantiate(
+            net = build_network(
                 {**frame_net, "num_classes": feature_size, "in_channels": in_channels, "input_size": input_size}
             )
         last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]

@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torchvision.transforms.v2.functional import center_crop, five_crop
+
+from fer.models.build import build_network
 
 
 def check_ten_crops(crops: Sequence[int | None], ten_crops: Sequence[bool]) -> None:
@@ -58,7 +59,7 @@ class Ensemble(nn.Module):
             raise ValueError(f"{len(self.crops)} crops for {len(members)} ensemble members")
         self.ten_crops = list(ten_crops) if ten_crops is not None else [False] * len(members)
         check_ten_crops(self.crops, self.ten_crops)
-        self.members = nn.ModuleList(m if isinstance(m, nn.Module) else instantiate(dict(m)) for m in members)
+        self.members = nn.ModuleList(m if isinstance(m, nn.Module) else build_network(dict(m)) for m in members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         votes = [self._vote(m, x, c, t) for m, c, t in zip(self.members, self.crops, self.ten_crops)]

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
+from fer.models.build import build_network
 from fer.models.frames import FrameModel
 
 
@@ -48,7 +48,7 @@ class FrameAverage(FrameModel):
         super().__init__()
         self.clip_length, self.freeze = clip_length, freeze
         spec = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
-        self.frame_net = instantiate({**frame_net, **spec})
+        self.frame_net = build_network({**frame_net, **spec})
         if freeze:
             self.frame_net.requires_grad_(False)
             [m for m in self.frame_net.modules() if isinstance(m, nn.Linear)][-1].requires_grad_(True)
