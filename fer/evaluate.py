@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, load_classifier
+from fer.checkpoint import load_predictor
 from fer.data.baum2 import CLASS_NAMES as BAUM2_CLASS_NAMES
 from fer.data.baum2 import load_clip, read_baum2
 from fer.data.ckplus import load_faces, read_ckplus
 from fer.data.labels import CKPLUS_CODES, common_name
 from fer.face.crops import preprocess
 from fer.face.detection import make_detector
+from fer.shipped import shipped_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -70,7 +71,7 @@ def zero_shot(ckpt: str | Path, crops: torch.Tensor | list[torch.Tensor], names:
         classes the model has), ``predicted`` (the columns: the model's classes),
         ``confusion`` (counts), ``per_class_recall``.
     """
-    model, settings = load_classifier(ckpt)
+    model, settings = load_predictor(ckpt)
     known = [n for n in model.class_names if n in set(names)]
     keep = [k for k, n in enumerate(names) if n in known]
     items = [crops[k] if crops[k].dim() == 4 else crops[k][None] for k in keep]
@@ -121,7 +122,7 @@ DATASETS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(DATASETS))
-    parser.add_argument("checkpoints", nargs="*", default=[str(SHIPPED_CHECKPOINT)])
+    parser.add_argument("checkpoints", nargs="*", default=[str(shipped_model())])
     parser.add_argument("--path", help="CK+ original layout / BAUM-2 Extracted folder (default: ../shared/data/...)")
     parser.add_argument("--json", help="write the results here as JSON too")
     args = parser.parse_args()

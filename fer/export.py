@@ -1,20 +1,157 @@
 """Export a train.py checkpoint: ``python -m fer.export BEST.ckpt OUT.{ckpt,onnx} [--overwrite] [--int8]``.
 
 The format follows the target's suffix: ``.ckpt`` is a slim checkpoint
-(:func:`fer.checkpoint.slim_checkpoint`: float16 weights, or with ``--int8`` int8
+(:func:`slim_checkpoint`: float16 weights, or with ``--int8`` int8
 convolution and linear weights with a scale per channel; the model's hyper-parameters
 and input settings; no optimizer state, no data paths), ``.onnx`` an ONNX graph for
 onnxruntime with its preprocessing and class names in the metadata
-(:func:`fer.checkpoint.export_onnx`; needs ``pip install 'fer[onnx]'``).
+(:func:`export_onnx`; needs ``pip install 'fer[onnx]'``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from fer.checkpoint import CheckpointError, export_onnx, slim_checkpoint
+import torch
+
+from fer.checkpoint import CheckpointError, load_predictor, predictor_of, read_checkpoint
+from fer.predictor import ExpressionPredictor
+
+#: Data-module settings a slim checkpoint keeps: what inference needs to prepare inputs.
+INPUT_SETTINGS = ("image_size", "mean", "std", "clip_length", "grey")
+
+
+def _quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight (``(out, ...)`` float) as int8 and its per-output-row float16 scale (``(out, 1, ...)``):
+    symmetric, ``weight ~ int8 * scale``, the largest magnitude of each row mapped to 127."""
+    weight = weight.float()
+    scale = weight.abs().amax(dim=tuple(range(1, weight.dim())), keepdim=True).clamp_min(1e-8) / 127
+    scale = scale.half()
+    return (weight / scale.float()).round().clamp(-127, 127).to(torch.int8), scale
+
+
+def slim_checkpoint(source: str | Path, target: str | Path, overwrite: bool = False, int8: bool = False) -> Path:
+    """Write a slim copy of a train.py checkpoint for shipping; returns ``target``.
+
+    Keeps the weights (as float16, half the size), the model's hyper-parameters, the data
+    settings of :data:`INPUT_SETTINGS` (no data paths of the machine it was trained on)
+    and the epoch; drops optimizer and scheduler states and callbacks. With ``int8``, the
+    convolution and linear weights (every tensor of 2 or more dimensions) are stored as
+    int8 with a float16 scale per output channel (a quarter of float32; what lets an
+    11 M-parameter ResNet-18 ship within 20 MB); :func:`~fer.checkpoint.read_checkpoint` turns them back
+    into float32, so every reader sees an ordinary checkpoint.
+
+    Raises:
+        FileExistsError: ``target`` exists and not ``overwrite``.
+        FileNotFoundError, CheckpointError: see :func:`~fer.checkpoint.load_predictor` (the source is
+        rebuilt once to check it).
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    checkpoint = read_checkpoint(source)
+    predictor_of(checkpoint, source)  # rebuilt once: only a checkpoint that loads is shipped
+    slim = {k: checkpoint[k] for k in ("epoch", "global_step", "pytorch-lightning_version") if k in checkpoint}
+    hparams = checkpoint["hyper_parameters"]
+    slim["hyper_parameters"] = {k: v for k, v in hparams.items() if k not in ("optimizer", "scheduler")}
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    slim["datamodule_hyper_parameters"] = {k: data[k] for k in INPUT_SETTINGS if k in data}
+    slim["val_acc_best"] = checkpoint.get("val_acc_best", float("-inf"))
+    slim["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+    if int8:
+        slim["int8_scales"] = {}
+        for key, weight in slim["state_dict"].items():
+            if weight.is_floating_point() and weight.dim() >= 2:
+                slim["state_dict"][key], slim["int8_scales"][key] = _quantize(checkpoint["state_dict"][key])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    torch.save(slim, partial)
+    partial.replace(target)
+    return target
+
+
+class _Probabilities(torch.nn.Module):
+    """:meth:`ExpressionPredictor.predict_proba` as a module's ``forward``, for the exporter."""
+
+    def __init__(self, model: ExpressionPredictor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_proba(x)
+
+
+def _onnx_metadata(model: ExpressionPredictor, settings: dict) -> dict[str, str]:
+    """What a plain onnxruntime script needs besides the graph (see :func:`export_onnx`), as strings."""
+    return {
+        "class_names": json.dumps(model.class_names),
+        "kind": settings["kind"],
+        "input_size": str(settings["image_size"]),
+        "channels": str(settings["channels"]),
+        "clip_length": str(settings["clip_length"] or 0),
+        "mean": str(settings["mean"]),
+        "std": str(settings["std"]),
+        "tta_flip": str(bool(model.tta_flip)),
+    }
+
+
+def export_onnx(source: str | Path | None, target: str | Path, overwrite: bool = False, opset: int = 18) -> Path:
+    """Export a classifier to ONNX (torch's dynamo exporter) for onnxruntime; returns ``target``.
+
+    The graph maps a normalised ``float32`` batch (input ``faces`` ``(batch, C, S, S)`` or
+    ``clips`` ``(batch, T, C, S, S)``; the batch axis is dynamic) to ``probabilities``
+    ``(batch, classes)``, mirror test-time augmentation included where the model uses it.
+    The metadata holds what a plain onnxruntime script needs: ``class_names`` (JSON),
+    ``kind``, ``input_size``, ``channels``, ``clip_length``, ``mean`` and ``std`` (the input
+    is ``(grey / 255 - mean) / std``).
+
+    Raises:
+        FileExistsError: ``target`` exists and not ``overwrite``.
+        FileNotFoundError, CheckpointError: see :func:`~fer.checkpoint.load_predictor`; also a landmark
+            model (its 2,278 input features come from dlib, outside the graph), or a network
+            the exporter cannot translate (the exporter's reason is given).
+        ImportError: ``onnx``/``onnxscript`` missing (``pip install 'fer[onnx]'``).
+    """
+    import onnx
+
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    model, settings = load_predictor(source)
+    if settings["kind"] == "features":
+        raise CheckpointError(
+            f"{source}: a landmark model; its inputs are 2,278 landmark distances computed outside the network, "
+            "so an ONNX file of it alone would not classify faces"
+        )
+    size, channels, clip = settings["image_size"], settings["channels"], settings["clip_length"]
+    name = "clips" if clip else "faces"
+    example = torch.zeros(2, *((clip,) if clip else ()), channels, size, size)
+    wrapper = _Probabilities(model.float().eval()).eval()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.stem}.partial.onnx")
+    try:
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            input_names=[name],
+            output_names=["probabilities"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{source}: the ONNX exporter cannot translate this network: {reason}") from error
+    program.save(str(partial))
+    onnx_model = onnx.load(str(partial))
+    onnx.helper.set_model_props(onnx_model, _onnx_metadata(model, settings))
+    onnx.save(onnx_model, str(partial))
+    partial.replace(target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,11 @@ import cv2
 import pytest
 import torch
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, shipped_model
+from fer.checkpoint import CheckpointError, load_predictor
 from fer.data import CLASS_NAMES, FER2013DataModule
 from fer.inference.recognizer import EmotionRecognizer
 from fer.models import Ensemble
+from fer.shipped import shipped_model
 from fer.training.module import EmotionClassifier
 from fer.training.run import build_model, train
 from tests.conftest import DATA, need
@@ -27,15 +28,15 @@ def second_member(tmp_path_factory):
 
 
 def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, train_config, second_member):
-    members = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{second_member}]"
+    members = f"model.net.checkpoints=[{shipped_model()},{second_member}]"
     metrics = train(train_config("train=false", "model=ensemble", members, "model.tta_shift=2", "model.tta_rotate=5"))
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["num_images"] == 350 and abs(metrics["test/acc"] - report["accuracy"]) < 1e-6
-    ensemble, _ = load_classifier(tmp_path / "run" / "checkpoints" / "ensemble.ckpt")
-    assert "checkpoints" not in ensemble.hparams.net  # configs, never paths
+    ensemble, _ = load_predictor(tmp_path / "run" / "checkpoints" / "ensemble.ckpt")
+    assert "checkpoints" not in ensemble.net_config  # configs, never paths
     # test-time views travel with the checkpoint to the recognizer
-    assert ensemble.hparams.tta_shift == 2 and ensemble.hparams.tta_rotate == 5
-    shipped, cnn4 = load_classifier(SHIPPED_CHECKPOINT)[0], load_classifier(second_member)[0]
+    assert ensemble.tta_shift == 2 and ensemble.tta_rotate == 5
+    shipped, cnn4 = load_predictor(shipped_model())[0], load_predictor(second_member)[0]
     dm = FER2013DataModule()
     dm.setup()
     x = dm.on_after_batch_transfer(dm.splits["test"][:64], 0)[0]
@@ -48,7 +49,7 @@ def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, trai
         assert torch.allclose(ensemble.net(x).softmax(-1), mean, atol=1e-5)
 
         # an ensemble checkpoint is one member: its vote is its own mean, half of this one
-        nested = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{tmp_path / 'run' / 'checkpoints' / 'ensemble.ckpt'}]"
+        nested = f"model.net.checkpoints=[{shipped_model()},{tmp_path / 'run' / 'checkpoints' / 'ensemble.ckpt'}]"
         outer = build_model(train_config("model=ensemble", nested), dm).eval()
         halves = (shipped.net(x).float().softmax(-1) + mean) / 2
         assert torch.allclose(outer.net(x).softmax(-1), halves, atol=1e-5)
@@ -61,7 +62,7 @@ def test_train_false_tests_the_ensemble_and_writes_one_checkpoint(tmp_path, trai
 def test_members_of_other_classes_are_refused(train_config):
     ferplus = shipped_model("ferplus")
     with pytest.raises(CheckpointError, match=r"ferplus_resnet18.ckpt: classes .* are not the data's"):
-        train(train_config("train=false", "model=ensemble", f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{ferplus}]"))
+        train(train_config("train=false", "model=ensemble", f"model.net.checkpoints=[{shipped_model()},{ferplus}]"))
 
 
 def test_a_hostile_member_target_is_refused_unrun(tmp_path):
@@ -70,7 +71,7 @@ def test_a_hostile_member_target_is_refused_unrun(tmp_path):
     hparams = dict(model.hparams) | {"net": hostile}
     torch.save({"hyper_parameters": hparams, "state_dict": model.state_dict()}, tmp_path / "bad.ckpt")
     with pytest.raises(CheckpointError, match="os.system"):
-        load_classifier(tmp_path / "bad.ckpt")
+        load_predictor(tmp_path / "bad.ckpt")
 
 
 def test_ten_crops_need_a_member_that_crops():
@@ -79,7 +80,7 @@ def test_ten_crops_need_a_member_that_crops():
 
 
 def test_members_vote_on_their_centre_crops_when_told(train_config, second_member):
-    members = f"model.net.checkpoints=[{SHIPPED_CHECKPOINT},{second_member}]"
+    members = f"model.net.checkpoints=[{shipped_model()},{second_member}]"
     dm = FER2013DataModule()
     assert build_model(train_config("model=ensemble", members), dm).net.ten_crops == [False, True]
     centre = build_model(train_config("model=ensemble", members, "model.net.ten_crops=[false,false]"), dm).eval()

@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, load_classifier
+from fer.checkpoint import load_predictor
 from fer.evaluate import baum2_clips, ckplus_apex, main, markdown, zero_shot
 from fer.face.crops import preprocess
+from fer.shipped import shipped_model
 from tests.conftest import DATA, need
 
 
 def test_shipped_model_on_ckplus_apex_faces(tmp_path):
     crops, names = ckplus_apex(need(DATA / "ckplus"), cache_dir=tmp_path)
     assert crops.shape == (327, 1, 96, 96) and len(names) == 327  # Lucey et al. 2010: 327 labelled sequences
-    result = zero_shot(SHIPPED_CHECKPOINT, crops, names)
+    result = zero_shot(shipped_model(), crops, names)
     assert result["unknown_class"] == {"contempt": 18} and result["faces"] == 309
     confusion = np.array(result["confusion"])
     assert confusion.sum() == 309 and confusion.shape == (6, 7)  # no neutral apex in CK+'s labels
@@ -27,13 +28,13 @@ def test_shipped_model_on_ckplus_apex_faces(tmp_path):
 def test_shipped_model_on_baum2_clips():
     clips, names = baum2_clips(need(DATA / "baum2" / "Extracted"))
     assert len(clips) == 147 and sum(len(c) for c in clips) == 2272 and clips[0].shape[1:] == (1, 48, 48)
-    result = zero_shot(SHIPPED_CHECKPOINT, clips, names)
+    result = zero_shot(shipped_model(), clips, names)
     assert result["unknown_class"] == {"contempt": 10} and result["faces"] == 137
     assert 0.4 < result["accuracy"] < 0.6  # 50.4 % when written (ResNet-18)
     # a clip is the class of its frames' mean probability
-    model, settings = load_classifier(SHIPPED_CHECKPOINT)
+    model, settings = load_predictor(shipped_model())
     some = [k for k, n in enumerate(names) if n != "contempt"][:60:4]
-    part = zero_shot(SHIPPED_CHECKPOINT, [clips[k] for k in some], [names[k] for k in some])
+    part = zero_shot(shipped_model(), [clips[k] for k in some], [names[k] for k in some])
     expected = np.zeros_like(np.array(part["confusion"]))
     for k in some:
         x = preprocess(clips[k], settings["image_size"], settings["mean"], settings["std"])

@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, export_onnx, load_classifier
+from fer.checkpoint import CheckpointError, load_predictor
 from fer.data import FER2013DataModule
+from fer.export import export_onnx
 from fer.export import main as export_main
 from fer.face.crops import preprocess
 from fer.face.detection import BlazeFaceDetector, blazeface_files, export_blazeface_onnx
 from fer.inference.backends import OnnxBackend, TorchBackend
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
+from fer.shipped import shipped_model
 from tests.conftest import DATA, FER2013_CSV, need
 from tests.helpers import save_classifier
 
@@ -23,7 +25,7 @@ ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed
 
 @pytest.fixture(scope="module")
 def shipped_onnx(tmp_path_factory):
-    return export_onnx(SHIPPED_CHECKPOINT, tmp_path_factory.mktemp("onnx") / "shipped.onnx")
+    return export_onnx(shipped_model(), tmp_path_factory.mktemp("onnx") / "shipped.onnx")
 
 
 def test_parity_on_256_real_privatetest_faces(shipped_onnx):
@@ -90,12 +92,12 @@ def test_export_cli_refuses_what_it_cannot_export(tmp_path, capsys):
     save_classifier(tmp_path / "mlp.ckpt", net, 7)
     assert export_main([str(tmp_path / "mlp.ckpt"), str(tmp_path / "mlp.onnx")]) == 2
     assert "landmark model" in capsys.readouterr().err and not (tmp_path / "mlp.onnx").exists()
-    assert export_main([str(SHIPPED_CHECKPOINT), str(tmp_path / "model.pt")]) == 2
+    assert export_main([str(shipped_model()), str(tmp_path / "model.pt")]) == 2
     assert "must end in .ckpt or .onnx" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="no class_names"):
         import onnx
 
-        graph = onnx.load(str(export_onnx(SHIPPED_CHECKPOINT, tmp_path / "plain.onnx")))
+        graph = onnx.load(str(export_onnx(shipped_model(), tmp_path / "plain.onnx")))
         del graph.metadata_props[:]
         onnx.save(graph, str(tmp_path / "plain.onnx"))
         OnnxBackend(tmp_path / "plain.onnx")
@@ -128,7 +130,7 @@ def test_shipped_model_on_the_full_privatetest_through_onnxruntime(shipped_onnx)
     images, labels = dm.splits["test"].tensors
     backend = OnnxBackend(shipped_onnx)
     onnx_pred = np.concatenate([backend(preprocess(images[k : k + 512])).argmax(1) for k in range(0, len(labels), 512)])
-    model = load_classifier(SHIPPED_CHECKPOINT)[0]
+    model = load_predictor(shipped_model())[0]
     with torch.inference_mode():
         torch_pred = torch.cat(
             [model.predict_proba(preprocess(images[k : k + 512])).argmax(1) for k in range(0, len(labels), 512)]

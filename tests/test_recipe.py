@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, read_checkpoint
+from fer.checkpoint import CheckpointError, load_predictor, read_checkpoint
 from fer.data import FER2013DataModule
-from fer.training.module import VIEWS, EmotionClassifier
+from fer.predictor import VIEWS, ExpressionPredictor
+from fer.shipped import shipped_model
+from fer.training.module import EmotionClassifier
 from fer.training.run import train
 
 NET = {"_target_": "fer.models.CNN4", "num_classes": 7, "in_channels": 1, "input_size": 48}
@@ -45,13 +47,13 @@ def test_ema_weights_are_validated_saved_and_tested(tmp_path, train_config):
     assert averaged.keys() == raw.keys()
     assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if averaged[k].is_floating_point())
     # the accuracy best.ckpt was selected by is the one its (averaged) weights give on the val split
-    model, _ = load_classifier(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    model, _ = load_predictor(tmp_path / "run" / "checkpoints" / "best.ckpt")
     datamodule = FER2013DataModule(batch_size=64)
     datamodule.setup()
     accuracy = _accuracy(model, datamodule, "val", 128)  # debug=limit validates and tests 2 batches of 64
     # ... and the test report is of those weights too, not of the raw ones
     assert abs(metrics["test/acc"] - _accuracy(model, datamodule, "test", 128)) < 1e-6
-    raw = EmotionClassifier(model.hparams.net, model.class_names)
+    raw = EmotionClassifier(model.net_config, model.class_names)
     raw.load_state_dict(checkpoint["current_model_state"])
     assert _accuracy(raw, datamodule, "test", 128) != metrics["test/acc"]
     states = checkpoint["callbacks"]
@@ -143,7 +145,7 @@ def test_ten_crop_averages_the_ten_views_torchvision_cuts():
         assert torch.allclose(test_only.predict_proba(x), expected, atol=1e-5)
         centre_views = [TF.center_crop(x, [40, 40]), TF.center_crop(x, [40, 40]).flip(-1)]
         expected_val = torch.stack([model(v).softmax(-1) for v in centre_views]).mean(0)
-        assert torch.allclose(test_only._eval_logits(x, "val").softmax(-1), expected_val, atol=1e-5)
+        assert torch.allclose(test_only.predictor.view_logits(x, "val").softmax(-1), expected_val, atol=1e-5)
         assert (expected_val - expected).abs().max() > 1e-4  # well above the tolerance: the views differ
     with pytest.raises(ValueError, match="ten_crop"):
         EmotionClassifier(net, ["a", "b"], crop=40, ten_crop="val")
@@ -160,11 +162,11 @@ def shipped_and_faces():
     """The shipped ResNet-18 and 32 real FER-2013 PrivateTest faces of the package's sample, normalised."""
     dm = FER2013DataModule()
     dm.setup()
-    return load_classifier(SHIPPED_CHECKPOINT)[0], dm.on_after_batch_transfer(dm.splits["test"][:32], 0)[0]
+    return load_predictor(shipped_model())[0], dm.on_after_batch_transfer(dm.splits["test"][:32], 0)[0]
 
 
-def with_views(shipped: EmotionClassifier, **views) -> EmotionClassifier:
-    model = EmotionClassifier(shipped.hparams.net, shipped.class_names, tta_flip=True, **views).eval()
+def with_views(shipped: ExpressionPredictor, **views) -> ExpressionPredictor:
+    model = ExpressionPredictor(shipped.net_config, shipped.class_names, tta_flip=True, **views).eval()
     model.load_state_dict(shipped.state_dict())
     return model
 
@@ -190,7 +192,7 @@ def test_tta_shift_averages_the_face_moved_two_pixels_each_way_and_mirrored_in_t
         mirror = shipped.predict_proba(x)
         assert (mirror - expected).abs().max() > 1e-3  # the mirror alone differs
         # validation (model selection) sees the image and its mirror only, at a fifth of the cost
-        assert torch.allclose(model._eval_logits(x, "val").softmax(-1), mirror, atol=1e-5)
+        assert torch.allclose(model.view_logits(x, "val").softmax(-1), mirror, atol=1e-5)
     with pytest.raises(ValueError, match="tta_shift"):
         EmotionClassifier(NET, ["a", "b"], tta_shift=-1)
 
@@ -214,7 +216,7 @@ def test_tta_rotate_averages_the_face_turned_each_way_and_mirrored_in_test_only(
         assert (model.predict_proba(x) - expected).abs().max() < 5e-3
         mirror = shipped.predict_proba(x)
         assert (mirror - expected).abs().max() > 2e-2  # the turned faces change the answer
-        assert torch.allclose(model._eval_logits(x, "val").softmax(-1), mirror, atol=1e-5)  # not in validation
+        assert torch.allclose(model.view_logits(x, "val").softmax(-1), mirror, atol=1e-5)  # not in validation
     for degrees in (-1, 90):
         with pytest.raises(ValueError, match="tta_rotate"):
             EmotionClassifier(NET, ["a", "b"], tta_rotate=degrees)
@@ -230,8 +232,8 @@ def test_crop_training_end_to_end_and_the_recognizer_feeds_whole_faces(tmp_path,
     metrics = train(train_config(*overrides))
     assert 0 <= metrics["test/acc"] <= 1
     best = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    model, settings = load_classifier(best)
-    assert settings["image_size"] == 48 and model.hparams.net["input_size"] == 40
+    model, settings = load_predictor(best)
+    assert settings["image_size"] == 48 and model.net_config["input_size"] == 40
     recognizer = EmotionRecognizer(best, detector="blazeface", device="cpu")
     faces = recognizer.predict(cv2.imread(str(need(DATA / "photos" / "two_people.jpg"))), track=False)
     assert len(faces) == 2
@@ -253,9 +255,9 @@ def test_fine_tuning_warns_when_the_pretrained_network_saw_other_crops(tmp_path,
 
 
 def test_distillation_loss_pulls_the_network_to_the_teacher_and_keeps_it_out_of_checkpoints():
-    from fer.checkpoint import shipped_model
+    from fer.shipped import shipped_model
 
-    teacher, _ = load_classifier(shipped_model("fer2013_deep_cnn"))
+    teacher, _ = load_predictor(shipped_model("fer2013_deep_cnn"))
     frozen = {k: v.clone() for k, v in teacher.net.state_dict().items()}
     datamodule = FER2013DataModule(batch_size=64)
     datamodule.setup()
@@ -292,7 +294,8 @@ def test_distillation_loss_pulls_the_network_to_the_teacher_and_keeps_it_out_of_
 
 
 def test_distillation_end_to_end_and_a_teacher_of_other_inputs_is_refused(tmp_path, train_config):
-    from fer.checkpoint import CheckpointError, shipped_model
+    from fer.checkpoint import CheckpointError
+    from fer.shipped import shipped_model
 
     teachers = f"model.teacher=[{shipped_model('fer2013_deep_cnn')},{shipped_model('fer2013')}]"
     metrics = train(train_config("model=cnn4", teachers, "debug=limit"))
@@ -300,7 +303,7 @@ def test_distillation_end_to_end_and_a_teacher_of_other_inputs_is_refused(tmp_pa
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
     assert "teacher" not in checkpoint["hyper_parameters"]  # neither the teacher nor its paths
     assert all(k.startswith("net.") for k in checkpoint["state_dict"])
-    load_classifier(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    load_predictor(tmp_path / "run" / "checkpoints" / "best.ckpt")
     # the shipped models saw whole 48x48 faces, not the 40x40 crops this network would train on
     with pytest.raises(CheckpointError, match=r"fer2013_deep_cnn.ckpt: trained on whole images .* 40x40 crops"):
         train(train_config("model=cnn4", teachers, "model.crop=40", "debug=limit"))
@@ -310,14 +313,14 @@ def test_only_the_fast_recipe_narrows_the_resnet(train_config):
     from fer.training.run import build_model
 
     datamodule = FER2013DataModule()
-    shipped = str(SHIPPED_CHECKPOINT)
+    shipped = str(shipped_model())
     # the 60-epoch recipes build the shipped model's network: its weights fine-tune and teach there
     model = build_model(
         train_config("experiment=fer2013_distill", f"model.net.pretrained={shipped}", f"model.teacher=[{shipped}]"),
         datamodule,
     )
     assert model.net.fc[-1].in_features == 512
-    assert torch.equal(model.net.conv1.weight, load_classifier(shipped)[0].net.conv1.weight)
+    assert torch.equal(model.net.conv1.weight, load_predictor(shipped)[0].net.conv1.weight)
     resnet18 = build_model(train_config("experiment=fer2013_resnet18"), datamodule)
     assert resnet18.net.fc[-1].in_features == 512
     fast = build_model(train_config("experiment=fer2013_fast"), datamodule)

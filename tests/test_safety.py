@@ -10,12 +10,13 @@ import time
 import pytest
 import torch
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, load_classifier, read_checkpoint, shipped_model
+from fer.checkpoint import CheckpointError, load_predictor, read_checkpoint
 from fer.data import FER2013DataModule
 from fer.export import main as export_main
 from fer.face.crops import preprocess
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
+from fer.shipped import shipped_model
 from fer.training.run import train
 from tests.conftest import DATA, ROOT, need, run_train
 
@@ -34,7 +35,7 @@ class Payload:
 def hostile(tmp_path):
     """Two otherwise valid copies of the shipped checkpoint: one whose pickle runs a command
     (hidden under ``loops``), one whose network config opens (and empties) a file of the user's."""
-    shipped = torch.load(SHIPPED_CHECKPOINT, weights_only=True)
+    shipped = torch.load(shipped_model(), weights_only=True)
     marker, victim = tmp_path / "PWNED", tmp_path / "notes.txt"
     victim.write_text("my notes")
     torch.save({**shipped, "loops": {"fit_loop": Payload(marker)}}, tmp_path / "pickle.ckpt")
@@ -59,11 +60,11 @@ def hostile(tmp_path):
 def test_hostile_checkpoints_are_refused_by_the_loader_and_the_recognizer(hostile):
     paths, untouched = hostile
     with pytest.raises(CheckpointError, match=r"pickle.ckpt: not a readable checkpoint of plain data"):
-        load_classifier(paths["pickle"])
+        load_predictor(paths["pickle"])
     with pytest.raises(CheckpointError, match=r"target.ckpt: the network config names 'builtins.open'"):
         EmotionRecognizer(paths["target"], detector="haar", device="cpu")
     with pytest.raises(CheckpointError, match=r"nested.ckpt: the network config names 'builtins.open'"):
-        load_classifier(paths["nested"])
+        load_predictor(paths["nested"])
     assert untouched()
 
 
@@ -92,7 +93,7 @@ def test_hostile_checkpoints_are_refused_by_training(hostile, train_config, how,
 
 def test_infer_py_refuses_a_hostile_pickle(hostile, tmp_path):
     paths, untouched = hostile
-    cmd = [sys.executable, "infer.py", f"hydra.run.dir={tmp_path / 'run'}", "display=false", "detector=haar"]
+    cmd = [sys.executable, "infer.py", f"hydra.run.dir={tmp_path / 'run'}", "display=false", "recognizer.detector=haar"]
     cmd += [
         f"source={ROOT / 'fer' / 'weights' / 'confusion_matrix_fer2013_deep_cnn.png'}",
         f"ckpt_path={paths['pickle']}",
@@ -103,7 +104,7 @@ def test_infer_py_refuses_a_hostile_pickle(hostile, tmp_path):
 
 
 def test_the_shipped_checkpoint_is_plain_data_without_machine_paths():
-    checkpoint = read_checkpoint(SHIPPED_CHECKPOINT)
+    checkpoint = read_checkpoint(shipped_model())
     assert "/" not in repr(checkpoint.get("datamodule_hyper_parameters", {}))
 
 
@@ -111,7 +112,7 @@ def test_slim_export_keeps_the_model_and_drops_paths(tmp_path):
     out, float16 = tmp_path / "slim.ckpt", shipped_model("fer2013_deep_cnn")
     assert export_main([str(float16), str(out)]) == 0
     assert export_main([str(float16), str(out)]) == 2  # exists: refused without --overwrite
-    (original, _), (slim, _) = load_classifier(float16), load_classifier(out)
+    (original, _), (slim, _) = load_predictor(float16), load_predictor(out)
     x = torch.randn(4, 1, 48, 48)
     with torch.inference_mode():
         assert torch.equal(original(x), slim(x))
@@ -128,7 +129,7 @@ def test_int8_export_quarters_the_weights_and_keeps_the_predictions(tmp_path):
     dm = FER2013DataModule()  # the real sample shipped in the package: 350 PrivateTest faces
     dm.setup()
     faces, labels = dm.splits["test"].tensors
-    (original, _), (int8, _) = load_classifier(float16), load_classifier(out)
+    (original, _), (int8, _) = load_predictor(float16), load_predictor(out)
     assert all(w.dtype == torch.float32 for w in int8.state_dict().values() if w.is_floating_point())
     with torch.inference_mode():
         p, q = original.predict_proba(preprocess(faces)), int8.predict_proba(preprocess(faces))
@@ -137,7 +138,7 @@ def test_int8_export_quarters_the_weights_and_keeps_the_predictions(tmp_path):
     raw["int8_scales"]["net.classifier.3.weight"] = raw["int8_scales"]["net.classifier.3.weight"][:3]
     torch.save(raw, tmp_path / "cut.ckpt")
     with pytest.raises(CheckpointError, match=r"cut.ckpt: the int8 scale of net.classifier.3.weight does not fit"):
-        load_classifier(tmp_path / "cut.ckpt")
+        load_predictor(tmp_path / "cut.ckpt")
 
 
 def test_two_runs_started_at_once_get_their_own_dirs(tmp_path):
@@ -162,8 +163,8 @@ VIDEO = DATA / "videos" / "single_face.mp4"
 def test_infer_py_stopped_by_a_signal_leaves_playable_outputs(tmp_path, sig):
     import cv2
 
-    cmd = [sys.executable, "infer.py", f"hydra.run.dir={tmp_path}", "display=false", "detector=haar"]
-    cmd += [f"source={need(VIDEO)}", "detect_every=1"]
+    cmd = [sys.executable, "infer.py", f"hydra.run.dir={tmp_path}", "display=false", "recognizer.detector=haar"]
+    cmd += [f"source={need(VIDEO)}", "recognizer.detect_every=1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / ".predictions.csv.partial"
     deadline = time.monotonic() + 120
@@ -316,6 +317,6 @@ def test_a_landmark_model_given_to_the_recognizer_says_what_it_needs(tmp_path):
 
     net = {"_target_": "fer.models.LandmarkMLP", "num_classes": 7, "in_features": 2278}  # as build_model writes it
     save_classifier(tmp_path / "mlp.ckpt", net, 7)
-    assert load_classifier(tmp_path / "mlp.ckpt")[1]["kind"] == "features"  # fine for train=false on landmarks
+    assert load_predictor(tmp_path / "mlp.ckpt")[1]["kind"] == "features"  # fine for train=false on landmarks
     with pytest.raises(CheckpointError, match="2278 landmark distances"):
         EmotionRecognizer(tmp_path / "mlp.ckpt", detector="haar", device="cpu")

@@ -10,18 +10,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer.checkpoint import SHIPPED_CHECKPOINT, CheckpointError, export_onnx, load_classifier
+from fer.checkpoint import CheckpointError, load_predictor
+from fer.export import export_onnx
+from fer.shipped import shipped_model
 
 
 class TorchBackend:
-    """An :class:`~fer.training.module.EmotionClassifier` on ``device`` (half precision on CUDA).
+    """An :class:`~fer.predictor.ExpressionPredictor` on ``device`` (half precision on CUDA).
 
     Attributes:
         class_names: one name per output. settings: see :func:`fer.checkpoint.input_settings`.
     """
 
     def __init__(self, ckpt_path: str | Path | None, device: str = "cpu") -> None:
-        model, self.settings = load_classifier(ckpt_path)
+        model, self.settings = load_predictor(ckpt_path)
         self.model = model.to(device)
         if device.startswith("cuda"):
             self.model = self.model.half()
@@ -85,7 +87,7 @@ class OnnxBackend:
 
 def onnx_for(ckpt_path: str | Path | None, cache_dir: str | Path) -> Path:
     """The ONNX graph of a checkpoint, exported once into ``cache_dir`` (named by the file's SHA-1)."""
-    path = Path(str(SHIPPED_CHECKPOINT)) if ckpt_path is None else Path(ckpt_path)
+    path = shipped_model() if ckpt_path is None else Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]

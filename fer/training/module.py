@@ -1,9 +1,13 @@
-"""The one LightningModule: trains and evaluates any network as an expression classifier."""
+"""The one LightningModule: trains and evaluates any network as an expression classifier.
+
+The prediction half (network, class names, test-time views) is a plain
+:class:`~fer.predictor.ExpressionPredictor`; this module adds losses, metrics, optimisers and
+the training-time augmentations that need a batch (crops, MixUp, CutMix, distillation).
+"""
 
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,34 +20,10 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 from torchvision.transforms import v2
-from torchvision.transforms.v2.functional import center_crop, five_crop
 
-from fer.models import build_network
+from fer.predictor import ExpressionPredictor
 
 STAGES = ("train", "val", "test")
-#: EmotionClassifier's test-time view settings (see its arguments), which a command line may set for a checkpoint
-VIEWS = ("tta_flip", "tta_shift", "tta_rotate", "ten_crop")
-
-
-def check_views(
-    tta_flip: bool = False, tta_shift: int = 0, tta_rotate: float = 0.0, ten_crop: bool | str = False
-) -> None:
-    """Raises ValueError for test-time views :class:`EmotionClassifier` cannot take (see its arguments)."""
-    if ten_crop not in (True, False, "test"):
-        raise ValueError(f"ten_crop must be true, false or 'test', not {ten_crop!r}")
-    if tta_shift < 0:
-        raise ValueError(f"tta_shift must be a number of pixels >= 0, not {tta_shift}")
-    if not 0 <= tta_rotate < 90:
-        raise ValueError(f"tta_rotate must be an angle in degrees in [0, 90), not {tta_rotate}")
-
-
-def _rotated(x: torch.Tensor, degrees: float) -> torch.Tensor:
-    """``x`` ``(B, C, H, W)`` rotated by ``degrees`` about its centre, bilinear, edge pixels repeated."""
-    a = math.radians(degrees)
-    theta = x.new_tensor([[[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]])
-    grid = F.affine_grid(theta, [1, *x.shape[1:]], align_corners=False)
-    # expanded to x.shape[0], not len(x), which the ONNX exporter would freeze at its example's batch size
-    return F.grid_sample(x, grid.expand(x.shape[0], -1, -1, -1), padding_mode="border", align_corners=False)
 
 
 class EmotionClassifier(pl.LightningModule):
@@ -57,7 +37,7 @@ class EmotionClassifier(pl.LightningModule):
         net: an ``nn.Module`` mapping ``(B, ...)`` inputs to ``(B, num_classes)`` logits,
             or its config (a ``fer.models`` ``_target_`` and arguments, see
             :func:`fer.models.build_network`). Given as a config it is stored in the
-            checkpoint, so :func:`fer.checkpoint.load_classifier` rebuilds it alone.
+            checkpoint, so :func:`fer.checkpoint.load_predictor` rebuilds it alone.
         class_names: one name per output, in label order; ``num_classes`` is its length.
         optimizer: a partial (Hydra ``_partial_: true`` config or callable) taking the
             parameters, e.g. ``torch.optim.AdamW``.
@@ -73,26 +53,9 @@ class EmotionClassifier(pl.LightningModule):
             2019) with a mixing ratio drawn from Beta(alpha, alpha); 0 leaves that one out;
             with both, each batch takes one of them at random (torchvision's ``v2.MixUp`` /
             ``v2.CutMix``).
-        tta_flip: in val/test/predict, average the softmax of the image and its mirror.
-        tta_shift: in test/predict, also average over the image moved by this many
-            pixels up, down, left and right (edge pixels repeated into the gap), each view
-            cropped and mirrored as the others; 0: no shifted views. Validation (model
-            selection) leaves them out, at a fifth of the cost.
-        tta_rotate: in test/predict, also average over the image rotated by this many
-            degrees each way about its centre (edge pixels repeated into the corners; the
-            default training augmentation turns faces by up to 10 degrees), each view cropped
-            and mirrored as the others; 0: no rotated views. Validation leaves them out.
-        crop: train on random ``crop`` x ``crop`` crops of the (augmented) images, one
-            offset an image, and evaluate on the centre crop (the 40x40-of-48x48 recipe of
-            the FER-2013 papers, e.g. Pramerdorfer & Kampel 2016); the network's input
-            is ``crop`` pixels. ``None``: whole images.
-        ten_crop: with ``crop``, evaluate on the four corner crops and the centre crop
-            instead, each also mirrored when ``tta_flip`` (ten-crop test-time augmentation),
-            averaging their softmaxes; ``"test"``: only in test and predict, validation
-            (model selection) keeps the centre crop at a fifth of the cost.
-        channels_last: run the network in channels-last memory format (faster
-            convolutions on recent CPUs and GPUs, together with bf16/fp16); ``None``:
-            where the network has 2-D convolutions (4-D weights).
+        tta_flip, tta_shift, tta_rotate, crop, ten_crop, channels_last: the test-time views and
+            input crop of the :class:`~fer.predictor.ExpressionPredictor` (see there); with
+            ``crop`` training also takes a random ``crop`` x ``crop`` window of each image.
         teacher: a trained network of the same classes (e.g. an
             :class:`~fer.models.Ensemble`) whose softened outputs the network also learns in
             training (knowledge distillation, Hinton et al. 2015); it sees the same
@@ -128,7 +91,6 @@ class EmotionClassifier(pl.LightningModule):
         distill_temperature: float = 2.0,
     ) -> None:
         super().__init__()
-        check_views(tta_flip, tta_shift, tta_rotate, ten_crop)
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
             raise ValueError(
                 f"distill_weight must be in [0, 1] and distill_temperature > 0: {distill_weight}, {distill_temperature}"
@@ -138,12 +100,15 @@ class EmotionClassifier(pl.LightningModule):
             OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
             for v in (net, class_names, optimizer, scheduler)
         )
-        self.net = net if isinstance(net, nn.Module) else build_network(net)
-        if channels_last is None:
-            channels_last = any(p.ndim == 4 for p in self.net.parameters())
+        views = dict(tta_flip=tta_flip, tta_shift=tta_shift, tta_rotate=tta_rotate, crop=crop, ten_crop=ten_crop)
+        predictor = ExpressionPredictor(net, class_names, channels_last=channels_last, **views)
+        channels_last = predictor.channels_last  # resolved, so the checkpoint says what was used
+        # The network is this module's one child, so the state dict is the predictor's own (``net.*``) and a
+        # checkpoint loads into an ExpressionPredictor as it is; the predictor itself sits outside the tree.
+        self.net = predictor.net
+        self._predictor = (predictor,)
         self.save_hyperparameters(ignore=["net", "teacher"] if isinstance(net, nn.Module) else ["teacher"])
-        self.class_names = list(class_names)
-        n = len(self.class_names)
+        n = predictor.num_classes
         for stage in STAGES:  # train_acc, val_f1, test_confmat, ...
             setattr(self, f"{stage}_acc", MulticlassAccuracy(n, average="micro"))
             setattr(self, f"{stage}_f1", MulticlassF1Score(n, average="macro"))
@@ -155,50 +120,31 @@ class EmotionClassifier(pl.LightningModule):
         self.mix = v2.RandomChoice(mixes) if mixes else None
         self.confusion: dict[str, torch.Tensor] = {}
         self.class_weights: torch.Tensor | None = None
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
         # in a tuple, not a submodule: out of the state dict, the optimizer and the weight average
         self._teacher = () if teacher is None else (teacher.eval().requires_grad_(False),)
-        if teacher is not None and channels_last:
+        if teacher is not None and predictor.channels_last:
             teacher.to(memory_format=torch.channels_last)
 
     @property
+    def predictor(self) -> ExpressionPredictor:
+        """The plain prediction module around :attr:`net` (what inference loads from the checkpoint)."""
+        return self._predictor[0]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.predictor.class_names
+
+    @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        return self.predictor.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` for a normalised float batch."""
-        if self.hparams.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.predictor(x)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(B, num_classes)``, the mean over the test-time views (mirrors, shifts, crops)."""
-        return self._eval_logits(x).float().softmax(-1)
-
-    def _eval_logits(self, x: torch.Tensor, stage: str = "test") -> torch.Tensor:
-        """Logits of the test-time views of ``x`` (shifts, crops, mirrors): log of the mean of their softmaxes."""
-        images = [x]
-        if (s := self.hparams.tta_shift) and stage != "val":
-            side = x.shape[-1]
-            padded = F.pad(x, (s, s, s, s), mode="replicate")
-            for t, u in ((0, s), (2 * s, s), (s, 0), (s, 2 * s)):  # content moved down, up, right, left
-                images.append(padded[..., t : t + side, u : u + side])
-        if (degrees := self.hparams.tta_rotate) and stage != "val":
-            images += [_rotated(x, angle) for angle in (degrees, -degrees)]
-        crop, ten_crop = self.hparams.crop, self.hparams.ten_crop
-        views = list(images)
-        if crop and (not ten_crop or (ten_crop == "test" and stage == "val")):
-            views = [center_crop(i, [crop, crop]) for i in images]
-        elif crop:  # the four corners and the centre, the windows fer.models.Ensemble takes for a member
-            views = [v for i in images for v in five_crop(i, [crop, crop])]
-        if self.hparams.tta_flip:
-            views += [v.flip(-1) for v in views]
-        if len(views) == 1:
-            return self(views[0])
-        # every view in one batch
-        logs = self(torch.cat(views)).float().log_softmax(-1).unflatten(0, (len(views), -1))
-        return logs.logsumexp(0) - torch.log(torch.tensor(float(len(views))))
+        """Class probabilities ``(B, num_classes)``, see :meth:`ExpressionPredictor.predict_proba`."""
+        return self.predictor.predict_proba(x)
 
     def _random_crops(self, x: torch.Tensor) -> torch.Tensor:
         """A random ``crop`` x ``crop`` window of each image of ``(B, C, S, S)`` (its own offset)."""
@@ -220,7 +166,7 @@ class EmotionClassifier(pl.LightningModule):
             x = self._random_crops(x)
         if stage == "train" and self.mix is not None:  # soft targets from here on
             x, target = self.mix(x, target)
-        logits = self(x) if stage == "train" else self._eval_logits(x, stage)
+        logits = self(x) if stage == "train" else self.predictor.view_logits(x, stage)
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=self.hparams.label_smoothing)
         if stage == "train" and self._teacher:
@@ -241,7 +187,7 @@ class EmotionClassifier(pl.LightningModule):
 
     def _distillation(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """``T**2 KL(teacher || net)`` of the softened outputs on the training batch ``x``."""
-        if self.hparams.channels_last and x.ndim == 4:
+        if self.predictor.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             taught = self._teacher[0](x).float()

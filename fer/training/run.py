@@ -14,10 +14,19 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from fer.checkpoint import CheckpointError, check_checkpoint, load_classifier, pretrained_network, transfer_weights
+from fer.checkpoint import (
+    CheckpointError,
+    check_checkpoint,
+    predictor_arguments,
+    predictor_of,
+    pretrained_network,
+    read_checkpoint,
+)
 from fer.models import Ensemble
 from fer.models.ensemble import check_ten_crops
-from fer.training.module import VIEWS, EmotionClassifier
+from fer.predictor import VIEWS
+from fer.training.module import EmotionClassifier
+from fer.training.transfer import transfer_weights
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +38,7 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> EmotionC
     (``in_channels`` and ``input_size``; ``clip_length`` for clips; ``in_features`` for
     feature vectors). ``model.net.pretrained=PATH`` (an image classifier checkpoint) is
     read here, not by the network: an image network of the same architecture starts
-    from its weights, class rows matched by name (:func:`fer.checkpoint.transfer_weights`);
+    from its weights, class rows matched by name (:func:`fer.training.transfer.transfer_weights`);
     a clip model takes it as its frame network (:func:`fer.checkpoint.pretrained_network`):
     the CNN-LSTM without its class layer, the frame average with it.
     ``model.teacher=[a.ckpt,...]`` (image classifiers of the data's classes, trained on the
@@ -145,7 +154,7 @@ def _instantiate_all(configs: DictConfig | None, logged: bool = True) -> list[An
 
 
 def _views_given(cfg: DictConfig) -> dict[str, Any]:
-    """The test-time views (:data:`~fer.training.module.VIEWS`, e.g. ``model.tta_shift``) set on the command line.
+    """The test-time views (:data:`~fer.predictor.VIEWS`, e.g. ``model.tta_shift``) set on the command line.
 
     ``train=false ckpt_path=...`` tests the checkpoint with its own views unless the
     command line names others; the model config's defaults do not count.
@@ -154,6 +163,21 @@ def _views_given(cfg: DictConfig) -> dict[str, Any]:
         return {}
     given = {o.split("=", 1)[0].lstrip("+") for o in HydraConfig.get().overrides.task if not o.startswith("~")}
     return {key: cfg.model[key] for key in VIEWS if f"model.{key}" in given}
+
+
+def tested_checkpoint(path: str, views: dict[str, Any]) -> EmotionClassifier:
+    """The classifier of a checkpoint, to test it (``train=false``) with its own views or ``views``.
+
+    Raises:
+        FileNotFoundError, CheckpointError, ValueError: see :func:`fer.checkpoint.predictor_of`.
+    """
+    checkpoint = read_checkpoint(path)
+    predictor = predictor_of(checkpoint, path, views)  # checked: the weights fit the network
+    smoothing = checkpoint["hyper_parameters"].get("label_smoothing", 0.0)
+    model = EmotionClassifier(**predictor_arguments(checkpoint, path, views), label_smoothing=smoothing)
+    model.load_state_dict(predictor.state_dict())
+    model.on_load_checkpoint(checkpoint)
+    return model.eval()
 
 
 def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, train: bool) -> str | None:
@@ -177,6 +201,20 @@ def resolve_checkpoint(ckpt_path: str | None, output_dir: Path, train: bool) -> 
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint file at {path}")
     return str(path)
+
+
+def _model(cfg: DictConfig, datamodule: pl.LightningDataModule, ckpt_path: str | None) -> EmotionClassifier:
+    """The classifier a run fits or tests: built from ``cfg.model``, or read from ``ckpt_path`` to test it."""
+    if cfg.train:
+        model = build_model(cfg, datamodule)
+        if ckpt_path:
+            check_checkpoint(ckpt_path)  # refused here, unrun, unless plain data naming a fer.models network
+        return model
+    if ckpt_path:
+        return tested_checkpoint(ckpt_path, _views_given(cfg))
+    if "checkpoints" in cfg.model.net:  # an ensemble of trained models: nothing to fit
+        return build_model(cfg, datamodule)
+    raise ValueError("train=false needs ckpt_path=PATH to a checkpoint to test (or model=ensemble)")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -203,16 +241,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), output_dir, cfg.train)
-    if cfg.train:
-        model = build_model(cfg, datamodule)
-        if ckpt_path:
-            check_checkpoint(ckpt_path)  # refused here, unrun, unless plain data naming a fer.models network
-    elif ckpt_path:
-        model = load_classifier(ckpt_path, views=_views_given(cfg))[0]
-    elif "checkpoints" in cfg.model.net:  # an ensemble of trained models: nothing to fit
-        model = build_model(cfg, datamodule)
-    else:
-        raise ValueError("train=false needs ckpt_path=PATH to a checkpoint to test (or model=ensemble)")
+    model = _model(cfg, datamodule, ckpt_path)
 
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"), logged=bool(loggers))
