@@ -9,9 +9,6 @@ on first use where the network allows it.
 
 from __future__ import annotations
 
-import logging
-import shutil
-import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-log = logging.getLogger(__name__)
+from fer.face.fan_weights import ensure_face_alignment_files, missing_face_alignment_files
+from fer.face.landmarks import FaceAlignmentLandmarks, make_landmarker
 
 #: The BlazeFace files shipped with the package: the front-camera (128 px) and back-camera (256 px) models.
 BLAZEFACE_DIR = resources.files("fer.face") / "weights" / "blazeface"
@@ -195,89 +193,25 @@ def export_blazeface_onnx(back_model: bool, target: str | Path) -> Path:
     return Path(target)
 
 
-#: Weight files face-alignment reads from ``$TORCH_HOME/hub/checkpoints`` (file name -> address).
-FACE_ALIGNMENT_FILES = {
-    "sfd": {"s3fd-619a316812.pth": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"},
-    "landmarks": {
-        "2DFAN4-11f355bf06.pth.tar": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
-    },
-}
-
-
-def face_alignment_cache() -> Path:
-    """Where face-alignment looks for its weights: torch hub's ``checkpoints`` folder."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def missing_face_alignment_files(kinds: tuple[str, ...] = ("sfd",)) -> list[Path]:
-    """The weight files of ``kinds`` (``"sfd"``, ``"landmarks"``) not in the cache; empty when all are there."""
-    names = [name for kind in kinds for name in FACE_ALIGNMENT_FILES[kind]]
-    return [face_alignment_cache() / name for name in names if not (face_alignment_cache() / name).exists()]
-
-
-def fetch(url: str, path: Path, timeout: float) -> None:
-    """Download ``url`` to ``path`` (through a ``.partial`` file); a connection that does not
-    answer within ``timeout`` seconds raises ``OSError`` (``URLError``, ``TimeoutError``)."""
-    partial = path.with_name(path.name + ".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=timeout) as response, partial.open("wb") as out:
-        shutil.copyfileobj(response, out)
-    partial.replace(path)
-
-
-def ensure_face_alignment_files(kinds: tuple[str, ...], download: bool = True, timeout: float = 10.0) -> None:
-    """Make sure the weight files of ``kinds`` are in torch hub's cache, fetching the missing ones
-    (face-alignment's own download is never reached, so a closed network fails in seconds).
-
-    Raises:
-        FileNotFoundError: a file is missing and ``download`` is false or the fetch failed;
-            the message names every file, where it goes and its address.
-    """
-    missing = missing_face_alignment_files(kinds)
-    urls = {name: url for kind in kinds for name, url in FACE_ALIGNMENT_FILES[kind].items()}
-    reason = "download=false"
-    if missing and download:
-        try:
-            for path in missing:
-                log.info("fetching %s (first use)", urls[path.name])
-                fetch(urls[path.name], path, timeout)
-            return
-        except OSError as error:
-            reason = f"the download failed: {error}"
-    if missing:
-        listing = "\n".join(f"  {p}  <- {urls[p.name]}" for p in missing_face_alignment_files(kinds))
-        raise FileNotFoundError(
-            f"face-alignment weights are missing ({reason}); put them here (TORCH_HOME moves the cache):\n{listing}"
-        )
-
-
 class FaceAlignmentDetector:
     """face-alignment's S3FD (Zhang et al. 2017) and, optionally, its 2D-FAN 68 landmarks.
 
     Args:
         device: ``"cuda"`` or ``"cpu"``.
-        landmarks: also predict the 68 iBUG landmarks of every face (2D-FAN).
-        download: fetch missing weights on first use (see :func:`ensure_face_alignment_files`).
+        landmarks: also predict the 68 iBUG landmarks of every face (2D-FAN, sharing its S3FD).
+        download: fetch missing weights on first use (see
+            :func:`~fer.face.fan_weights.ensure_face_alignment_files`).
 
     Raises:
-        FileNotFoundError: see :func:`ensure_face_alignment_files`.
+        FileNotFoundError: see :func:`~fer.face.fan_weights.ensure_face_alignment_files`.
     """
 
     def __init__(self, device: str = "cpu", landmarks: bool = False, download: bool = True) -> None:
-        ensure_face_alignment_files(("sfd", "landmarks") if landmarks else ("sfd",), download)
-        import face_alignment
-
-        self.landmarks = landmarks
-        if landmarks:
-            self.fa = face_alignment.FaceAlignment(
-                face_alignment.LandmarksType.TWO_D,
-                device=device,
-                face_detector="sfd",
-                flip_input=False,
-                compile=device != "cpu",  # compiling costs minutes on a CPU
-            )
-            self.detector = self.fa.face_detector
+        self.landmarker = FaceAlignmentLandmarks(device, download) if landmarks else None
+        if self.landmarker is not None:
+            self.detector = self.landmarker.fa.face_detector
         else:
+            ensure_face_alignment_files(("sfd",), download)
             from face_alignment.detection.sfd import FaceDetector as SFD
 
             self.detector = SFD(device=device)
@@ -288,23 +222,8 @@ class FaceAlignmentDetector:
             found = [d for d in self.detector.detect_from_image(rgb.copy()) if len(d)]
         boxes = [np.asarray(d[:4], dtype=np.float32) for d in found]
         scores = [float(d[4]) for d in found]
-        points = self.landmarks_for(image_bgr, boxes, scores) if self.landmarks and boxes else [None] * len(boxes)
+        points = self.landmarker(image_bgr, boxes, scores) if self.landmarker and boxes else [None] * len(boxes)
         return [Detection(b, s, p) for b, s, p in zip(boxes, scores, points)]
-
-    def landmarks_for(self, image_bgr: np.ndarray, boxes: list[np.ndarray], scores: list[float] | None = None):
-        """68 iBUG landmarks ``(68, 2)`` float32 pixels for each given face box (2D-FAN, one batch).
-
-        For a pre-cropped face (FER-2013's 48x48) pass the whole image as the box.
-        """
-        if not self.landmarks:
-            raise ValueError("this detector was made with landmarks=False")
-        scores = scores or [1.0] * len(boxes)
-        rgb = np.ascontiguousarray(image_bgr[..., ::-1]) if image_bgr.ndim == 3 else np.stack([image_bgr] * 3, -1)
-        with torch.inference_mode():
-            # face-alignment's crop maths needs float64 boxes
-            faces = [np.r_[np.asarray(b, dtype=np.float64)[:4], s] for b, s in zip(boxes, scores)]
-            result = self.fa.get_landmarks_from_image(rgb, detected_faces=faces)
-        return [np.asarray(p[:, :2], dtype=np.float32) for p in result]
 
 
 class WithLandmarks:
@@ -387,7 +306,5 @@ def make_detector(
         raise ValueError(f"unknown detector {name!r}; use one of {', '.join(DETECTORS)}")
     if not landmarks:
         return detector
-    from fer.face.landmarks import make_landmarker
-
     fan = not missing_face_alignment_files(("sfd", "landmarks"))
     return WithLandmarks(detector, make_landmarker("face_alignment" if fan else "dlib", device))

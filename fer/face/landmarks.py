@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from rich.progress import track
 
+from fer.face.fan_weights import ensure_face_alignment_files
+
 NUM_LANDMARKS = 68
 #: Unique unordered pairs of the 68 points: 68 * 67 / 2.
 NUM_PAIRS = NUM_LANDMARKS * (NUM_LANDMARKS - 1) // 2
@@ -73,17 +75,44 @@ class DlibLandmarks:
 
 
 class FaceAlignmentLandmarks:
-    """face-alignment's 2D-FAN; ``(68, 2)`` float32 pixels per box, all boxes of an image in one batch."""
+    """face-alignment's 2D-FAN; ``(68, 2)`` float32 pixels per box, all boxes of an image in one batch.
+
+    Args:
+        device: ``"cuda"`` or ``"cpu"``.
+        download: fetch missing weights on first use (face-alignment also builds its S3FD,
+            so both files are needed; see :func:`~fer.face.fan_weights.ensure_face_alignment_files`).
+
+    Raises:
+        FileNotFoundError: weights missing and not fetched.
+    """
 
     name = "face_alignment"
 
-    def __init__(self, device: str = "cpu") -> None:
-        from fer.face.detection import FaceAlignmentDetector
+    def __init__(self, device: str = "cpu", download: bool = True) -> None:
+        ensure_face_alignment_files(("sfd", "landmarks"), download)
+        import face_alignment
 
-        self.detector = FaceAlignmentDetector(device, landmarks=True)
+        self.fa = face_alignment.FaceAlignment(
+            face_alignment.LandmarksType.TWO_D,
+            device=device,
+            face_detector="sfd",
+            flip_input=False,
+            compile=device != "cpu",  # compiling costs minutes on a CPU
+        )
 
-    def __call__(self, image_bgr: np.ndarray, boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return self.detector.landmarks_for(image_bgr, list(boxes)) if len(boxes) else []
+    def __call__(
+        self, image_bgr: np.ndarray, boxes: Sequence[np.ndarray], scores: Sequence[float] | None = None
+    ) -> list[np.ndarray]:
+        """Landmarks of each face box (for a pre-cropped face, FER-2013's 48x48, pass the whole image as the box)."""
+        if not len(boxes):
+            return []
+        scores = scores or [1.0] * len(boxes)
+        rgb = np.ascontiguousarray(image_bgr[..., ::-1]) if image_bgr.ndim == 3 else np.stack([image_bgr] * 3, -1)
+        with torch.inference_mode():
+            # face-alignment's crop maths needs float64 boxes
+            faces = [np.r_[np.asarray(b, dtype=np.float64)[:4], s] for b, s in zip(boxes, scores)]
+            result = self.fa.get_landmarks_from_image(rgb, detected_faces=faces)
+        return [np.asarray(p[:, :2], dtype=np.float32) for p in result]
 
 
 def make_landmarker(name: str = "dlib", device: str = "cpu") -> Landmarker:
