@@ -27,11 +27,11 @@ import cv2
 import torch
 from infer_fps import frames_of  # this folder is on the path when run as a script
 
-from fer.checkpoint import shipped_model
 from fer.device import set_thread_budget
 from fer.face.detection import detect_scaled, make_detector, make_detectors
 from fer.inference.outputs import draw
 from fer.inference.recognizer import DETECT_SCALE, EmotionRecognizer
+from fer.shipped import shipped_model
 
 PHOTOS = {
     "multi_face.jpg": 5,
@@ -115,7 +115,7 @@ def end_to_end(frames: list, reference: list[bool], model: str | None = None) ->
         found.append(bool(faces))
         ids |= {f.track_id for f in faces}
     fps = len(frames) / (time.perf_counter() - start)
-    return fps, sum(r and not f for r, f in zip(reference, found)), len(ids), recognizer.cuts
+    return fps, sum(r and not f for r, f in zip(reference, found)), len(ids), recognizer.tracker.cuts
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from infer_fps import frames_of  # this folder is on the path when run as a script
 
-from fer.checkpoint import export_onnx
+from fer.export import export_onnx
 from fer.face.crops import preprocess
 from fer.inference.backends import OnnxBackend, TorchBackend
 from fer.inference.outputs import draw
