@@ -4,26 +4,25 @@ import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from fer.checkpoint import SHIPPED_MODELS, shipped_model
-from fer.config import register_resolvers
+from fer.config import register_configs, register_resolvers
 from fer.device import set_thread_budget
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
+from fer.inference.settings import RecognizerSettings
+from fer.shipped import SHIPPED_MODELS, shipped_model
 
 register_resolvers()
+register_configs()
 #: Exit status after a stop by signal, as a shell reports it (128 + the signal's number).
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
-#: Config keys passed to every EmotionRecognizer as they are.
-RECOGNIZER_KEYS = ("device", "detect_scale", "detect_every", "smoothing", "margin", "landmarks", "max_age", "hold")
-RECOGNIZER_KEYS += ("cut_threshold", "min_score", "download", "max_image_side", "backend", "onnx_cache")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
     set_thread_budget(cfg.threads)
-    settings = {key: cfg[key] for key in RECOGNIZER_KEYS}
+    settings = RecognizerSettings(**OmegaConf.to_container(cfg.recognizer, resolve=True))
     if cfg.model_name and cfg.ckpt_path:
         raise ValueError(
             f"give ckpt_path or model_name, not both (ckpt_path={cfg.ckpt_path}, model_name={cfg.model_name})"
@@ -39,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         return
     if cfg.app != "cli":
         raise ValueError(f"app must be cli or web, not {cfg.app!r}")
-    recognizer = EmotionRecognizer(ckpt_path=ckpt_path, detector=cfg.detector, **settings)
+    recognizer = EmotionRecognizer(ckpt_path, settings)
     summary = run(
         recognizer,
         cfg.source,

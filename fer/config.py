@@ -1,4 +1,5 @@
-"""Resolvers the Hydra configs use: ``${fast_precision:cpu}`` and ``${run_id:}``."""
+"""What the Hydra configs use besides ``conf/``: the resolvers ``${fast_precision:cpu}`` and ``${run_id:}``,
+and the structured config of the recognizer's settings (``recognizer:`` in ``conf/infer.yaml``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import functools
 import secrets
 import time
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from fer.device import fast_precision
+from fer.inference.settings import RecognizerSettings
 
 
 @functools.cache
@@ -25,3 +28,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("fast_precision", fast_precision)
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+
+
+def register_configs() -> None:
+    """Store :class:`~fer.inference.settings.RecognizerSettings` as the config ``recognizer/default``, so
+    ``conf/infer.yaml`` takes its keys, defaults and types from the dataclass (a typo or a wrong type
+    fails with Hydra's error)."""
+    ConfigStore.instance().store(group="recognizer", name="default", node=RecognizerSettings)

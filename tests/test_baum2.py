@@ -74,7 +74,8 @@ def test_clip_models_shapes_and_backward(net, length):
 
 
 def test_cnn_lstm_from_an_image_checkpoint():
-    from fer.checkpoint import pretrained_network, shipped_model
+    from fer.checkpoint import pretrained_network
+    from fer.shipped import shipped_model
 
     config, weights, *_ = pretrained_network(shipped_model("fer2013_deep_cnn"))
     net = CNNLSTM(config, num_classes=8, clip_length=4, drop_frame_classifier=True, freeze=True)
@@ -93,13 +94,14 @@ def baum2_fold0():
 
 
 def test_frame_average_starts_as_the_shipped_model_on_real_clips(baum2_fold0, train_config):
-    from fer.checkpoint import load_classifier, shipped_model
+    from fer.checkpoint import load_predictor
+    from fer.shipped import shipped_model
     from fer.training.run import build_model
 
     dm = baum2_fold0
     x, _ = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     model = build_model(train_config("experiment=baum2_kfold", "model=frame_average"), dm)
-    image_model, _ = load_classifier(shipped_model("fer2013"))
+    image_model, _ = load_predictor(shipped_model("fer2013"))
     with torch.no_grad():
         clip_logits = model.net.eval()(x)
         frame_logits = image_model.net.eval()(x.flatten(0, 1)).view(6, 16, -1)
@@ -159,5 +161,5 @@ def test_train_py_on_baum2_and_clip_inference(model, tmp_path):
     assert recognizer.clip_length == 12 and len(recognizer.class_names) == 8
     summary = run(recognizer, need(DATA / "videos" / "single_face.mp4"), tmp_path / "infer", display=False)
     assert summary["frames_with_face"] >= 0.9 * summary["frames"]
-    (track,) = recognizer.tracks.values()
+    (track,) = recognizer.tracker.tracks.values()
     assert len(track.window) == 12 and track.window[0].shape == (1, 48, 48)

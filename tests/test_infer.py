@@ -3,21 +3,20 @@
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fer.checkpoint import CheckpointError, load_classifier
+from fer.checkpoint import CheckpointError, load_predictor
 from fer.face.detection import (
     BlazeFaceDetector,
     FaceAlignmentDetector,
     HaarDetector,
     detect_scaled,
-    face_alignment_cache,
     make_detector,
 )
+from fer.face.fan_weights import face_alignment_cache
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
 from tests.conftest import DATA, ROOT, need, run_infer
@@ -109,20 +108,20 @@ def test_bad_sources_and_existing_outputs(recognizer, tmp_path):
 
 def test_checkpoints_that_do_not_fit(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
-        load_classifier(tmp_path / "missing.ckpt")
+        load_predictor(tmp_path / "missing.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="not a readable"):
-        load_classifier(tmp_path / "junk.ckpt")
+        load_predictor(tmp_path / "junk.ckpt")
     checkpoint = torch.load(ROOT / "fer" / "weights" / "fer2013_deep_cnn.ckpt", weights_only=False)
     checkpoint["hyper_parameters"]["net"]["_target_"] = "fer.models.shallow_cnn"
     torch.save(checkpoint, tmp_path / "wrong_net.ckpt")
     with pytest.raises(CheckpointError, match="do not fit"):
-        load_classifier(tmp_path / "wrong_net.ckpt")
+        load_predictor(tmp_path / "wrong_net.ckpt")
     checkpoint["hyper_parameters"]["net"]["_target_"] = "fer.models.deep_cnn"
     checkpoint["hyper_parameters"]["class_names"] = ["a", "b", "c"]
     torch.save(checkpoint, tmp_path / "wrong_classes.ckpt")
     with pytest.raises(CheckpointError, match="do not fit"):
-        load_classifier(tmp_path / "wrong_classes.ckpt")
+        load_predictor(tmp_path / "wrong_classes.ckpt")
 
 
 @pytest.fixture
@@ -149,7 +148,7 @@ def test_face_alignment_adapter_with_random_weights(random_face_alignment):
     assert all(d.box.shape == (4,) and d.landmarks is None for d in found)
     detector = FaceAlignmentDetector("cpu", landmarks=True)
     box = np.array([150, 100, 400, 400], dtype=np.float32)
-    (points,) = detector.landmarks_for(image, [box])
+    (points,) = detector.landmarker(image, [box])
     assert points.shape == (68, 2) and points.dtype == np.float32
     # random heatmaps put points anywhere in FAN's crop (about 2.3x the box around its centre),
     # in image pixels, not in the 64x64 heatmap's
@@ -168,7 +167,7 @@ def test_missing_face_alignment_weights_say_where(tmp_path, monkeypatch):
 def test_first_use_download_with_the_fetch_replaced(tmp_path, monkeypatch):
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
-    import fer.face.detection as detection
+    import fer.face.fan_weights as fan_weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     fetched = []
@@ -177,18 +176,18 @@ def test_first_use_download_with_the_fetch_replaced(tmp_path, monkeypatch):
         fetched.append((url, timeout))
         raise OSError("<urlopen error [Errno 101] Network is unreachable>")
 
-    monkeypatch.setattr(detection, "fetch", offline)
+    monkeypatch.setattr(fan_weights, "fetch", offline)
     with pytest.raises(FileNotFoundError, match=r"the download failed: .*unreachable[\s\S]*s3fd-619a316812.pth"):
         FaceAlignmentDetector("cpu")
-    assert fetched == [(detection.FACE_ALIGNMENT_FILES["sfd"]["s3fd-619a316812.pth"], 10.0)]
+    assert fetched == [(fan_weights.FACE_ALIGNMENT_FILES["sfd"]["s3fd-619a316812.pth"], 10.0)]
 
     def online(url, path, timeout):
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(s3fd().state_dict(), path)  # what the address serves: S3FD's weights (random here)
 
-    monkeypatch.setattr(detection, "fetch", online)
+    monkeypatch.setattr(fan_weights, "fetch", online)
     assert isinstance(make_detector("sfd"), FaceAlignmentDetector)
-    assert not detection.missing_face_alignment_files(("sfd",))
+    assert not fan_weights.missing_face_alignment_files(("sfd",))
     assert isinstance(make_detector("auto"), FaceAlignmentDetector)  # cached now: auto takes S3FD
 
 
@@ -255,13 +254,13 @@ def test_scene_cuts_end_tracks_and_one_person_keeps_one_id():
     recognizer = EmotionRecognizer(device="cpu")  # infer.yaml's defaults
     spans = _video_tracks(recognizer, VIDEOS / "short_hamilton_clip.mp4")
     # the stage clip cuts at frames 20, 82 and 211 (found by eye); no track lives across a cut
-    assert recognizer.cuts == 3
+    assert recognizer.tracker.cuts == 3
     shots = [(0, 19), (20, 81), (82, 210), (211, 274)]
     assert all(any(a <= first and last <= b for a, b in shots) for first, last in spans.values()), spans
     # the close-up of the singer (frames 82-210) is one track from its first frame to its last
     assert [span for span in spans.values() if span[0] <= 90 and span[1] >= 200] == [(82, 210)]
     recognizer.reset()
-    assert _video_tracks(recognizer, VIDEOS / "single_face.mp4") == {1: (0, 71)} and recognizer.cuts == 0
+    assert _video_tracks(recognizer, VIDEOS / "single_face.mp4") == {1: (0, 71)} and recognizer.tracker.cuts == 0
 
 
 def test_auto_takes_blazeface_front_for_streams_and_full_range_for_photos(monkeypatch, tmp_path):
@@ -299,26 +298,33 @@ def test_detection_and_classification_on_cuda():
 
 @pytest.mark.slow
 def test_infer_py_as_a_user_runs_it(tmp_path):
-    result = run_infer(tmp_path, f"source={need(PHOTOS / 'two_people.jpg')}", "detector=haar", "model_name=fer2013")
+    result = run_infer(
+        tmp_path, f"source={need(PHOTOS / 'two_people.jpg')}", "recognizer.detector=haar", "model_name=fer2013"
+    )
     assert "1 frames, 1 with a face" in result.stdout
     assert (tmp_path / "predictions.csv").exists() and (tmp_path / "summary.json").exists()
 
 
-def test_recognizer_defaults_equal_infer_yaml():
-    import inspect
+def test_infer_py_reads_the_recognizer_settings_of_the_dataclass():
+    from dataclasses import asdict
 
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
     from omegaconf import OmegaConf
 
-    conf = OmegaConf.load(ROOT / "conf" / "infer.yaml")
-    defaults = {k: p.default for k, p in inspect.signature(EmotionRecognizer).parameters.items()}
-    shared = [k for k in defaults if k in conf and k not in ("ckpt_path", "onnx_cache")]
-    assert len(shared) >= 12
-    assert {k: defaults[k] for k in shared} == {k: conf[k] for k in shared}
+    from fer.config import register_configs, register_resolvers
+    from fer.inference.settings import RecognizerSettings
 
-
-def test_shipped_models_by_short_name():
-    from fer.checkpoint import SHIPPED_CHECKPOINT, shipped_model
-
-    assert shipped_model("fer2013") == Path(str(SHIPPED_CHECKPOINT))
-    with pytest.raises(ValueError, match=r"model_name='vgg' is not a shipped model.*fer2013"):
-        shipped_model("vgg")
+    register_resolvers()
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("infer", overrides=[f"paths.root_dir={ROOT}", "recognizer.smoothing=0.25"])
+        with pytest.raises(ConfigCompositionException):  # a typo, or a wrong type, fails before anything runs
+            compose("infer", overrides=["recognizer.smothing=0.25"])
+        with pytest.raises(ConfigCompositionException):
+            compose("infer", overrides=["recognizer.hold=soon"])
+    settings = RecognizerSettings(**OmegaConf.to_container(cfg.recognizer, resolve=True))
+    expected = asdict(RecognizerSettings()) | {"smoothing": 0.25, "onnx_cache": f"{ROOT}/outputs/cache/onnx"}
+    assert asdict(settings) == expected
+    with pytest.raises(ValueError, match="smoothing"):
+        EmotionRecognizer(device="cpu", detector="haar", smoothing=1.5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -15,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
-from fer.files import write_json_atomically
-from fer.inference.outputs import PredictionWriter, draw
+from fer.inference.outputs import Outputs, check_formats, draw
 from fer.inference.recognizer import EmotionRecognizer
 from fer.inference.sources import Source
+from fer.inference.timing import Clock
 
 log = logging.getLogger(__name__)
 
@@ -53,49 +53,72 @@ def _stop_on_signals(state: dict[str, Any]) -> Iterator[None]:
             signal.signal(s, h)
 
 
-#: Annotated video containers and their codecs: mp4 (MPEG-4 part 2, plays in desktop players) or
-#: webm (VP8, plays in every browser; the web app's uploads).
-VIDEO_CODECS = {"mp4": "mp4v", "webm": "VP80"}
 #: Window keys: q / Esc end the run, space pauses and resumes.
 QUIT_KEYS, PAUSE_KEY = (ord("q"), 27), ord(" ")
 
 
-def open_window(name: str = "fer") -> None:
-    """Open the OpenCV window of the loop.
+class Window:
+    """The loop's OpenCV window: shows frames, reads q / Esc (quit) and space (pause and resume).
 
     Raises:
         RuntimeError: this OpenCV build has no GUI (``opencv-python-headless``, say); the
             message says what to install or to pass ``display=false``.
     """
+
+    def __init__(self, name: str = "fer") -> None:
+        self.name = name
+        try:
+            cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # the frame only, no toolbar
+        except cv2.error as error:
+            raise RuntimeError(
+                "this OpenCV build cannot open a window (a headless build?): install opencv-python, "
+                f"or run with display=false ({str(error).strip().splitlines()[-1]})"
+            ) from None
+
+    @staticmethod
+    def key(wait_ms: int = 1) -> str | None:
+        """``"quit"``, ``"pause"`` or ``None`` after polling the window's keys for ``wait_ms``."""
+        key = cv2.waitKey(wait_ms) & 0xFF
+        return "quit" if key in QUIT_KEYS else "pause" if key == PAUSE_KEY else None
+
+    def show(self, image: np.ndarray, state: dict[str, Any]) -> tuple[bool, float]:
+        """Show a frame; returns whether the user quit, and the seconds it was held paused.
+
+        A pause holds the frame until space (resume), q / Esc (quit) or a signal (which
+        ``state["stop"]`` names; the loop then ends after this frame).
+        """
+        cv2.imshow(self.name, image)
+        key, paused_at = self.key(), time.perf_counter()
+        if key != "pause":
+            return key == "quit", 0.0
+        while not state["stop"]:
+            key = self.key(50)
+            if key:
+                return key == "quit", time.perf_counter() - paused_at
+        return False, time.perf_counter() - paused_at
+
+    def close(self) -> None:
+        cv2.destroyAllWindows()
+
+
+def _window(display: str | bool) -> Window | None:
+    """The window ``display`` asks for: ``"auto"`` opens one where it can, else none.
+
+    Raises:
+        RuntimeError: ``display=true`` without a display or a GUI build of OpenCV.
+    """
+    show = has_display() if display == "auto" else bool(display) and str(display).lower() != "false"
+    if show and not has_display():
+        raise RuntimeError("display=true, but there is no display (DISPLAY unset); use display=false")
+    if not show:
+        return None
     try:
-        cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # the frame only, no toolbar
-    except cv2.error as error:
-        raise RuntimeError(
-            "this OpenCV build cannot open a window (a headless build?): install opencv-python, "
-            f"or run with display=false ({str(error).strip().splitlines()[-1]})"
-        ) from None
-
-
-def _key(wait_ms: int = 1) -> str | None:
-    """``"quit"``, ``"pause"`` or ``None`` after polling the window's keys for ``wait_ms``."""
-    key = cv2.waitKey(wait_ms) & 0xFF
-    return "quit" if key in QUIT_KEYS else "pause" if key == PAUSE_KEY else None
-
-
-def _paused(state: dict[str, Any]) -> bool:
-    """Hold the current frame on screen until space (resume, ``False``), q/Esc or a signal (``True``)."""
-    while not state["stop"]:
-        key = _key(50)
-        if key:
-            return key == "quit"
-    return False
-
-
-def _check_space(folder: Path, frame_bytes: int) -> None:
-    """Raise before the disk is full: OpenCV's video writer fails silently when it is."""
-    free = shutil.disk_usage(folder).free
-    if free < max(2**20, frame_bytes):
-        raise OSError(f"{folder}: no space left on device ({free} bytes free); outputs so far are in .partial files")
+        return Window()
+    except RuntimeError:
+        if display != "auto":
+            raise
+        log.warning("no window: this OpenCV build cannot open one (a headless build?)")
+        return None
 
 
 def run(
@@ -114,151 +137,123 @@ def run(
 ) -> dict[str, Any]:
     """Recognise expressions in every frame of ``source``; write annotated media and predictions.
 
-    Writes into ``output_dir``: ``predictions.csv`` (or ``.jsonl``), ``annotated.mp4``
-    (or ``.webm``) for videos and streams or ``annotated/<image name>`` for images, ``summary.json``.
-    Every output is checked before any is opened: an existing one is never replaced
-    unless ``overwrite``, and a refused run leaves nothing behind. Predictions and the
-    video are written under hidden ``.partial`` names and renamed when the run ends, so a
-    file under its real name is always complete. SIGINT (Ctrl+C) and SIGTERM end the run
-    after the current frame with all outputs finalised and ``summary["ended"]`` naming
-    the signal. In the window (``display``), q or Esc ends the run and space pauses it.
+    The outputs in ``output_dir`` are those of :class:`~fer.inference.outputs.Outputs`
+    (``predictions``, ``save_media``, ``overwrite``, ``video_format``): checked before any
+    file is opened and published under their names only when the run ends. SIGINT and
+    SIGTERM end the run after the current frame with every output finalised; in the window
+    (``display``: ``"auto"``, true or false), q or Esc ends the run and space pauses it.
 
     Args:
-        live: ``"auto"`` (cameras and rtsp/rtmp/udp/tcp streams are live), ``true`` or
-            ``false``; a live source drops frames that arrive while one is processed
-            (counted in the summary), any other source is read frame by frame.
-        video_format: ``"mp4"`` or ``"webm"``, see :data:`VIDEO_CODECS`.
+        live: ``"auto"`` (cameras and rtsp/rtmp/udp/tcp streams are live), true or false; a
+            live source drops the frames that arrive while one is processed (counted).
         progress: called after every frame with the frames done and the source's frame
             count (``None`` where unknown: cameras, streams).
-        cancel: when set (by another thread), the run ends after the current frame with
-            outputs finalised and ``summary["ended"] == "cancelled"``.
+        cancel: when set (by another thread), the run ends after the current frame.
 
     Returns:
-        The summary: frames, frames with a face, faces, dropped frames, skipped inputs,
-        FPS, per-stage milliseconds and how the run ended (``"end of source"``,
-        ``"max_frames"``, ``"key"``, ``"cancelled"``, ``"SIGINT"`` or ``"SIGTERM"``).
+        The summary: frames, frames with a face, faces, dropped frames, skipped inputs, FPS,
+        per-stage milliseconds and how the run ended (``"end of source"``, ``"max_frames"``,
+        ``"key"``, ``"cancelled"``, ``"SIGINT"`` or ``"SIGTERM"``).
 
     Raises:
-        FileExistsError, FileNotFoundError, ValueError: see :class:`Source` and above.
-        RuntimeError: ``display=true`` without a display or a GUI build of OpenCV. OSError: an output could not be
-        written, or less than a frame's worth (at least 1 MiB) of disk space is left; the
-        message names the file or folder, and what was written stays in the hidden
-        ``.partial`` files (never under the outputs' real names).
+        FileExistsError, FileNotFoundError, ValueError: see :class:`Source` and ``Outputs``.
+        RuntimeError: ``display=true`` without a display or a GUI build of OpenCV. OSError:
+        an output could not be written or the disk is full; the message names the file, and
+        what was written stays in the hidden ``.partial`` files.
     """
-    if predictions not in ("csv", "jsonl"):
-        raise ValueError(f"predictions must be csv or jsonl, not {predictions!r}")
-    if video_format not in VIDEO_CODECS:
-        raise ValueError(f"video_format must be one of {sorted(VIDEO_CODECS)}, not {video_format!r}")
-    show = has_display() if display == "auto" else bool(display) and str(display).lower() != "false"
-    if show and not has_display():
-        raise RuntimeError("display=true, but there is no display (DISPLAY unset); use display=false")
+    check_formats(predictions, video_format)
+    window = _window(display)
     src = Source(source, live)
-    out = Path(output_dir)
-    media = (out / f"annotated.{video_format}" if src.is_video else out / "annotated") if save_media else None
-    targets = [out / f"predictions.{predictions}", out / "summary.json"] + ([media] if media else [])
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{', '.join(existing)} exist(s); pass overwrite=true to replace or choose another output_dir"
-        )
-    if show:
-        try:
-            open_window()
-        except RuntimeError:
-            if display != "auto":
-                src.close()
-                raise
-            log.warning("no window: this OpenCV build cannot open one (a headless build?)")
-            show = False
-    out.mkdir(parents=True, exist_ok=True)
-    pred_path = out / f".predictions.{predictions}.partial"
-    video_partial = out / f".annotated.partial.{video_format}"
-    writer = PredictionWriter(pred_path, recognizer.class_names, predictions)
-    video: cv2.VideoWriter | None = None
-    if media is not None and not src.is_video:
-        media.mkdir(exist_ok=True)
-    times, frames, with_face, faces_total, fps = recognizer.times, 0, 0, 0, None
-    state: dict[str, Any] = {"stop": None}
-    ended = "end of source"
-    total = (src.declared_frames or None) if src.is_video else len(src.images)
-    recognizer.reset()
-    start = tick = last = time.perf_counter()
     try:
-        with _stop_on_signals(state):
-            for frame in src:
-                tick = times.add("decode", tick)
-                faces = recognizer.predict(frame.image, track=src.is_video)
-                frames += 1
-                with_face += bool(faces)
-                faces_total += len(faces)
-                tick = time.perf_counter()
-                draw(frame.image, faces, fps if src.is_video else None)
-                tick = times.add("draw", tick)
-                try:
-                    writer.write(frame, faces)
-                except OSError as error:
-                    raise OSError(f"{pred_path}: could not write predictions ({error.strerror or error})") from None
-                _check_space(out, frame.image.nbytes)
-                if media is not None and src.is_video:
-                    if video is None:
-                        h, w = frame.image.shape[:2]
-                        fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[video_format])
-                        video = cv2.VideoWriter(str(video_partial), fourcc, src.fps, (w, h))
-                        if not video.isOpened():
-                            raise OSError(f"{video_partial}: cannot write the annotated video")
-                    video.write(frame.image)
-                elif media is not None and not cv2.imwrite(str(media / frame.name), frame.image):
-                    raise OSError(f"{media / frame.name}: could not write the annotated image (disk full?)")
-                tick = times.add("write", tick)
-                if show:
-                    cv2.imshow("fer", frame.image)
-                    key, paused_at = _key(), time.perf_counter()
-                    if key == "quit" or (key == "pause" and _paused(state)):
-                        ended = "key"
-                        break
-                    if key == "pause":  # the pause counts neither in FPS nor in any stage
-                        pause = time.perf_counter() - paused_at
-                        start, last, tick = start + pause, last + pause, tick + pause
-                if progress is not None:
-                    progress(frames, total)
-                fps = 1 / max(tick - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(tick - last, 1e-6)
-                last = tick
-                if state["stop"]:
-                    ended = state["stop"]
-                    break
-                if cancel is not None and cancel.is_set():
-                    ended = "cancelled"
-                    break
-                if max_frames and frames >= max_frames:
-                    ended = "max_frames"
-                    break
+        outputs = Outputs(output_dir, src.is_video, predictions, save_media, overwrite, video_format)
+    except BaseException:
+        src.close()
+        if window is not None:
+            window.close()
+        raise
+    outputs.open(recognizer.class_names)
+    recognizer.reset()
+    counts, clock = {"frames": 0, "frames_with_face": 0, "faces": 0}, Clock()
+    try:
+        ended = _frames(recognizer, src, outputs, window, clock, counts, max_frames, progress, cancel)
     finally:
         src.close()
-        writer.close()
-        if video is not None:
-            video.release()
-        if show:
-            cv2.destroyAllWindows()
+        outputs.close()
+        if window is not None:
+            window.close()
     # the run ended cleanly (end, key, signal, max_frames): publish the outputs under their names
-    pred_path.replace(out / f"predictions.{predictions}")
-    if video is not None:
-        video_partial.replace(media)
-    seconds = time.perf_counter() - start
+    summary = _summary(recognizer, src, counts, clock, ended, source, output_dir)
+    outputs.publish(summary)
+    return summary
+
+
+def _summary(
+    recognizer: EmotionRecognizer,
+    src: Source,
+    counts: dict[str, int],
+    clock: Clock,
+    ended: str,
+    source: str | int,
+    output_dir: str | Path,
+) -> dict[str, Any]:
+    """The run's summary (see :func:`run`), also logged in one line."""
+    times = recognizer.times
     summary = {
         "source": str(source),
         "ended": ended,
-        "frames": frames,
-        "frames_with_face": with_face,
-        "faces": faces_total,
+        **counts,
         "dropped_frames": src.dropped,
         "skipped": src.skipped,
-        "fps": frames / max(seconds, 1e-9),
+        "fps": counts["frames"] / max(clock.elapsed(), 1e-9),
         "ms_per_stage": {s: 1000 * t / max(times.calls[s], 1) for s, t in times.seconds.items()},
-        "output_dir": str(out),
+        "output_dir": str(output_dir),
     }
-    write_json_atomically(out / "summary.json", summary)
     log.info(
         "%d frames, %d with a face, %d faces, %.1f FPS; per stage: %s; skipped: %s; ended: %s; outputs in %s",
-        frames, with_face, faces_total, summary["fps"], times.summary(), src.skipped or "none", ended, out,
+        counts["frames"], counts["frames_with_face"], counts["faces"], summary["fps"], times.summary(),
+        src.skipped or "none", ended, output_dir,
     )  # fmt: skip
     return summary
+
+
+def _frames(
+    recognizer: EmotionRecognizer,
+    src: Source,
+    outputs: Outputs,
+    window: Window | None,
+    clock: Clock,
+    counts: dict[str, int],
+    max_frames: int | None,
+    progress: Callable[[int, int | None], None] | None,
+    cancel: threading.Event | None,
+) -> str:
+    """The frame loop of :func:`run`: recognise, draw, write, show each frame; returns how it ended."""
+    times, state = recognizer.times, {"stop": None}
+    total = (src.declared_frames or None) if src.is_video else len(src.images)
+    tick = time.perf_counter()
+    with _stop_on_signals(state):
+        for frame in src:
+            tick = times.add("decode", tick)
+            faces = recognizer.predict(frame.image, track=src.is_video)
+            counts["frames"] += 1
+            counts["frames_with_face"] += bool(faces)
+            counts["faces"] += len(faces)
+            tick = time.perf_counter()
+            draw(frame.image, faces, clock.fps if src.is_video else None)
+            tick = times.add("draw", tick)
+            outputs.write(frame, faces, src.fps)
+            tick = times.add("write", tick)
+            if window is not None:
+                quit_, paused = window.show(frame.image, state)
+                if quit_:
+                    return "key"
+                clock.pause(paused)  # the pause counts neither in FPS nor in any stage
+                tick += paused
+            if progress is not None:
+                progress(counts["frames"], total)
+            clock.frame_done(tick)
+            if state["stop"] or (cancel is not None and cancel.is_set()):
+                return state["stop"] or "cancelled"
+            if max_frames and counts["frames"] >= max_frames:
+                return "max_frames"
+    return "end of source"

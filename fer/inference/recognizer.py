@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,7 +18,9 @@ from fer.device import resolve_device
 from fer.face.crops import crop_faces, preprocess
 from fer.face.detection import Detection, FaceDetector, detect_scaled, make_detectors
 from fer.inference.backends import make_backend
+from fer.inference.settings import RecognizerSettings
 from fer.inference.timing import StageTimes
+from fer.inference.tracking import Tracker
 
 #: Detection scale of video frames for detectors whose cost grows with the image (Haar, dlib, S3FD).
 DETECT_SCALE = 0.5
@@ -44,126 +47,37 @@ class Face:
     landmarks: np.ndarray | None = None
 
 
-@dataclass
-class _Track:
-    box: np.ndarray
-    last_seen: int
-    window: deque  # the last crops, for clip models
-    probabilities: np.ndarray | None = None
-    score: float | None = None
-
-
-def _match_cost(track: np.ndarray, box: np.ndarray) -> float:
-    """How well a box continues a track, lower is better; ``inf`` where it cannot.
-
-    Matches where the boxes overlap (IoU over 0.3) or where the box's centre lies within
-    0.6 of the track's box side of the track's centre (a face re-found after a look-down
-    or a missed detection has moved a little, its box often resized), and the box's side
-    is between half and twice the track's (a small face in the background near where a
-    close-up was lost is someone else).
-    """
-    iou = _iou(track, box)
-    growth = np.sqrt(max(_area(box), 1e-6) / max(_area(track), 1e-6))
-    if not 0.5 <= growth <= 2:  # a face does not halve or double in size while its track lives
-        return float("inf")
-    side = max(track[2] - track[0], track[3] - track[1], 1e-6)
-    shift = float(np.hypot(*((box[:2] + box[2:4]) - (track[:2] + track[2:4])) / 2)) / side
-    if iou <= 0.3 and shift >= 0.6:
-        return float("inf")
-    return (1 - iou) + shift
-
-
-def _area(box: np.ndarray) -> float:
-    return float((box[2] - box[0]) * (box[3] - box[1]))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / max(_area(a) + _area(b) - inter, 1e-6)
-
-
-#: Side of the grey thumbnails compared to find scene cuts (width, height).
-THUMBNAIL = (32, 18)
-
-
-def _thumbnail(image_bgr: np.ndarray) -> np.ndarray:
-    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
-    return cv2.resize(grey, THUMBNAIL, interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
 class EmotionRecognizer:
     """Faces and their expressions in BGR frames.
 
     Args:
-        ckpt_path: a train.py checkpoint of an image or clip model; ``None`` is the
-            shipped FER-2013 model.
-        detector: a name for :func:`~fer.face.detection.make_detectors` (``auto``: BlazeFace's
-            front model for streams, its full-range model for still images, where S3FD's
-            weights are not cached) or a detector object.
-        device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
-        detect_scale: video frames are shrunk by this factor for detection only (single
-            images are searched at full resolution); ``None``: the detector's own
-            ``stream_scale`` (BlazeFace 1.0: its network sees a fixed square, so
-            shrinking first only loses detail), else :data:`DETECT_SCALE`.
-        detect_every: run the detector every N frames of a stream; in between, faces
-            keep their tracked boxes and are classified again.
-        smoothing: EMA factor of each tracked face's probabilities across frames
-            (0: none; 0.6: the new frame counts 40 %).
-        margin: crop margin, see :func:`~fer.face.crops.crop_faces`.
-        landmarks: ask the detector for 68 landmarks (face-alignment only).
-        max_age: frames a track survives without a matching detection (30: a second of
-            video; a face that looks down and back keeps its id).
-        hold: a tracked face the detector misses is still reported, at its last box and
-            classified there, for this many frames (image models; bridges single missed
-            detections, e.g. of a face scored just under ``min_score``).
-        cut_threshold: a stream frame whose 32x18 grey thumbnail differs from the last
-            one's by more than this mean absolute grey level (0-255) is a scene cut: every
-            track ends and the frame is searched for faces (0: never). On the shared
-            videos the cuts differ by 26-145 and consecutive frames of one shot by at
-            most 13.
-        min_score: detections scoring below this are dropped (detectors with scores).
-        download: let S3FD and 2D-FAN fetch their weights on first use.
-        backend: ``"torch"`` or ``"onnxruntime"`` (``ckpt_path`` an ``.onnx`` file, or a
-            checkpoint exported on the fly into ``onnx_cache``); see
-            :mod:`fer.inference.backends`.
-        onnx_cache: folder of the graphs exported on the fly.
-        max_image_side: a still image (``predict(track=False)``) is searched in a copy
-            whose longest side is at most this many pixels (an 8000x6000 photo otherwise
-            costs gigabytes and finds false faces in skin texture).
+        ckpt_path: a train.py checkpoint of an image or clip model, or an ``.onnx`` graph
+            (``backend="onnxruntime"``); ``None`` is the default shipped model.
+        settings: see :class:`~fer.inference.settings.RecognizerSettings` (``None``: its defaults).
+        detector: a detector object (any callable of :class:`~fer.face.detection.FaceDetector`'s
+            shape) used for streams and still images alike, or a name that replaces
+            ``settings.detector``.
+        **overrides: further settings by name, replacing those of ``settings``
+            (``EmotionRecognizer(device="cpu", smoothing=0.3)``).
 
     Raises:
-        ValueError: ``detect_scale`` or ``max_image_side`` out of range.
-        FileNotFoundError, CheckpointError: see :func:`fer.checkpoint.load_classifier`; also
+        ValueError: settings out of range, or an unknown name among ``overrides``.
+        FileNotFoundError, CheckpointError: see :func:`fer.checkpoint.load_predictor`; also
         a model of landmark features, which face crops cannot feed.
     """
 
     def __init__(
         self,
         ckpt_path: str | Path | None = None,
-        detector: str | FaceDetector = "auto",
-        device: str = "auto",
-        detect_scale: float | None = None,
-        detect_every: int = 1,
-        smoothing: float = 0.5,
-        margin: float = 0.1,
-        landmarks: bool = False,
-        max_age: int = 30,
-        hold: int = 2,
-        cut_threshold: float = 20.0,
-        min_score: float = 0.5,
-        download: bool = True,
-        max_image_side: int = 1920,
-        backend: str = "torch",
-        onnx_cache: str | Path = "outputs/cache/onnx",
+        settings: RecognizerSettings | None = None,
+        detector: str | FaceDetector | None = None,
+        **overrides: Any,
     ) -> None:
-        if detect_scale is not None and not 0 < detect_scale <= 1:
-            raise ValueError(f"detect_scale must be in (0, 1], not {detect_scale}")
-        if max_image_side < 32:
-            raise ValueError(f"max_image_side must be at least 32 pixels, not {max_image_side}")
-        self.device = resolve_device(device)
-        self.backend = make_backend(ckpt_path, backend, self.device, onnx_cache)
+        if isinstance(detector, str):
+            overrides["detector"] = detector
+        self.config = s = dataclasses.replace(settings or RecognizerSettings(), **overrides)
+        self.device = resolve_device(s.device)
+        self.backend = make_backend(ckpt_path, s.backend, self.device, s.onnx_cache)
         self.settings = self.backend.settings
         if self.settings["kind"] == "features":
             raise CheckpointError(
@@ -171,30 +85,28 @@ class EmotionRecognizer:
                 "(data=*_landmarks), not face crops; give infer.py an image or clip model"
             )
         self.class_names = self.backend.class_names
-        if isinstance(detector, str):
-            self.detector, self.still_detector = make_detectors(detector, self.device, landmarks, min_score, download)
+        if detector is None or isinstance(detector, str):
+            self.detector, self.still_detector = make_detectors(
+                s.detector, self.device, s.landmarks, s.min_score, s.download
+            )
         else:
             self.detector = self.still_detector = detector
-        self.detect_scale = detect_scale
-        self.detect_every, self.smoothing, self.margin, self.max_age = max(1, detect_every), smoothing, margin, max_age
-        self.min_score, self.hold, self.cut_threshold = min_score, hold, cut_threshold
-        self.max_image_side = max_image_side
+        self.tracker = Tracker(s.max_age, s.hold, s.cut_threshold, s.smoothing, self.clip_length)
         self.times = StageTimes()
         self.reset()
 
     def reset(self) -> None:
         """Forget tracks (call between unrelated images or streams)."""
-        self.frame_index, self.next_id = 0, 1
-        self.tracks: dict[int, _Track] = {}
+        self.frame_index = 0
+        self.tracker.reset()
         self._detections: list[Detection] = []
-        self._thumbnail: np.ndarray | None = None
-        self.cuts = 0
 
     def fork(self) -> EmotionRecognizer:
         """A recognizer sharing this one's model and detector (loaded once), with its own
         tracks and stage timings: one per stream, e.g. per client of the web app."""
         other = copy.copy(self)
         other.times = StageTimes()
+        other.tracker = copy.copy(self.tracker)
         other.reset()
         return other
 
@@ -207,7 +119,7 @@ class EmotionRecognizer:
         """``uint8 (len(boxes), C, S, S)`` face crops as the model's training data had them."""
         grey = image_bgr.ndim == 3 and self.settings["channels"] == 1
         image = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if grey else image_bgr
-        return crop_faces(image, boxes, self.settings["image_size"], self.margin)
+        return crop_faces(image, boxes, self.settings["image_size"], self.config.margin)
 
     @torch.inference_mode()
     def probabilities(self, crops: torch.Tensor) -> np.ndarray:
@@ -237,85 +149,51 @@ class EmotionRecognizer:
         With ``track`` the frame continues a stream: detection may be skipped
         (``detect_every``), faces keep their ids, probabilities are smoothed, and a clip
         model classifies each face over a sliding window of its last ``clip_length``
-        crops (padded with the oldest while the window fills).
+        crops (padded with the oldest while the window fills). Without it the image
+        stands alone: faces are numbered 1, 2, ... by detector score.
         """
         start = time.perf_counter()
         if not track:
             self.reset()
-        cut = track and self.cut_threshold > 0 and self._scene_cut(image_bgr)
-        if cut:  # the faces of the last shot are gone; ids go on counting
-            self.tracks.clear()
-            self.cuts += 1
-        if cut or self.frame_index % self.detect_every == 0:
-            detector = self.detector if track else self.still_detector
-            if track:
-                scale = self.detect_scale or getattr(detector, "stream_scale", DETECT_SCALE)
-            else:
-                scale = min(1.0, self.max_image_side / max(image_bgr.shape[:2]))
-            self._detections = detect_scaled(detector, image_bgr, scale, self.min_score)
+            scale = min(1.0, self.config.max_image_side / max(image_bgr.shape[:2]))
+            detections = detect_scaled(self.still_detector, image_bgr, scale, self.config.min_score)
             start = self.times.add("detect", start)
-        detections = list(self._detections)
-        boxes = [d.box for d in detections]
-        ids = self._associate(boxes) if track else list(range(1, len(boxes) + 1))
-        if track:
-            for d, k in zip(detections, ids):
-                self.tracks[k].score = d.score
-            if not self.clip_length:  # missed faces held at their last box for a few frames
-                for k, t in self.tracks.items():
-                    if k not in ids and self.frame_index - t.last_seen <= self.hold:
-                        detections.append(Detection(t.box, t.score))
-                        boxes.append(t.box)
-                        ids.append(k)
-        if track and self.clip_length:
-            for k, crop in zip(ids, self.crops(image_bgr, boxes)):
-                self.tracks[k].window.append(crop)
-            windows = [self.tracks[k].window for k in ids]
-            clips = [torch.stack([w[0]] * (self.clip_length - len(w)) + list(w)) for w in windows]
-            probs = self.probabilities(torch.stack(clips) if clips else torch.zeros(0))
-        else:
-            probs = self.classify(image_bgr, boxes)
-        start = self.times.add("classify", start)
+            probabilities = self.classify(image_bgr, [d.box for d in detections])
+            self.times.add("classify", start)
+            return self._faces(detections, range(1, len(detections) + 1), probabilities)
+        faces = self._predict_tracked(image_bgr, start)
         self.frame_index += 1
-        faces = []
-        names = self.class_names
-        for d, k, p in zip(detections, ids, probs):
-            if track:
-                t = self.tracks[k]
-                t.probabilities = (
-                    p if t.probabilities is None else self.smoothing * t.probabilities + (1 - self.smoothing) * p
-                )
-                p = t.probabilities
-            box = tuple(int(round(v)) for v in d.box)
-            faces.append(Face(box, names[int(p.argmax())], dict(zip(names, map(float, p))), d.score, k, d.landmarks))
         return faces
 
-    def _scene_cut(self, image_bgr: np.ndarray) -> bool:
-        """Whether this frame starts a new shot (see ``cut_threshold``)."""
-        thumbnail, last = _thumbnail(image_bgr), self._thumbnail
-        self._thumbnail = thumbnail
-        return last is not None and float(np.abs(thumbnail - last).mean()) > self.cut_threshold
+    def _predict_tracked(self, image_bgr: np.ndarray, start: float) -> list[Face]:
+        """:meth:`predict` of a stream's next frame (see there)."""
+        cut = self.tracker.scene_cut(image_bgr)
+        if cut or self.frame_index % self.config.detect_every == 0:
+            scale = self.config.detect_scale or getattr(self.detector, "stream_scale", DETECT_SCALE)
+            self._detections = detect_scaled(self.detector, image_bgr, scale, self.config.min_score)
+            start = self.times.add("detect", start)
+        detections = list(self._detections)
+        ids = self.tracker.associate([d.box for d in detections], self.frame_index)
+        for d, k in zip(detections, ids):
+            self.tracker.tracks[k].score = d.score
+        if self.clip_length:
+            boxes = [d.box for d in detections]
+            clips = [self.tracker.clip(k, c) for k, c in zip(ids, self.crops(image_bgr, boxes))]
+            probabilities = self.probabilities(torch.stack(clips) if clips else torch.zeros(0))
+        else:  # missed faces held at their last box for a few frames
+            for k in self.tracker.held(ids, self.frame_index):
+                detections.append(Detection(self.tracker.tracks[k].box, self.tracker.tracks[k].score))
+                ids.append(k)
+            probabilities = self.classify(image_bgr, [d.box for d in detections])
+        self.times.add("classify", start)
+        smoothed = [self.tracker.smooth(k, p) for k, p in zip(ids, probabilities)]
+        return self._faces(detections, ids, smoothed)
 
-    def _associate(self, boxes: list[np.ndarray]) -> list[int]:
-        """Match this frame's boxes to the tracks (best pairs first, see :func:`_match_cost`);
-        new tracks for the rest; tracks unseen for more than ``max_age`` frames end."""
-        pairs = sorted(
-            (cost, i, k)
-            for i, box in enumerate(boxes)
-            for k, track in self.tracks.items()
-            if (cost := _match_cost(track.box, box)) < float("inf")
-        )
-        ids: list[int | None] = [None] * len(boxes)
-        taken: set[int] = set()
-        for _, i, k in pairs:
-            if ids[i] is None and k not in taken:
-                ids[i] = k
-                taken.add(k)
-                self.tracks[k].box, self.tracks[k].last_seen = boxes[i], self.frame_index
-        for i, box in enumerate(boxes):
-            if ids[i] is None:
-                self.tracks[self.next_id] = _Track(box, self.frame_index, deque(maxlen=self.clip_length or 1))
-                ids[i] = self.next_id
-                self.next_id += 1
-        for k in [k for k, t in self.tracks.items() if self.frame_index - t.last_seen > self.max_age]:
-            del self.tracks[k]
-        return [k for k in ids if k is not None]
+    def _faces(self, detections: list[Detection], ids: Any, probabilities: Any) -> list[Face]:
+        """:class:`Face` records of detections, their ids and their probabilities ``(num_classes,)`` each."""
+        names = self.class_names
+        return [
+            Face(tuple(int(round(v)) for v in d.box), names[int(p.argmax())], dict(zip(names, map(float, p))),
+                 d.score, k, d.landmarks)
+            for d, k, p in zip(detections, ids, probabilities)
+        ]  # fmt: skip

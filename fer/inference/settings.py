@@ -1,0 +1,76 @@
+"""How the recognizer finds, follows and classifies faces: one dataclass that infer.py, the web app and Python share.
+
+``conf/infer.yaml`` takes its defaults from here (``recognizer.*`` keys, registered with
+Hydra by :func:`fer.config.register_configs`), so a setting is defined once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RecognizerSettings:
+    """Settings of :class:`~fer.inference.recognizer.EmotionRecognizer`.
+
+    Attributes:
+        detector: ``auto`` (S3FD where its weights are cached, else BlazeFace: the front
+            model for streams, the full-range one for still images), ``blazeface``,
+            ``blazeface_front``, ``sfd``, ``dlib`` or ``haar``
+            (:func:`~fer.face.detection.make_detectors`).
+        device: ``auto``, ``cuda`` or ``cpu``.
+        backend: ``torch`` or ``onnxruntime`` (an ``.onnx`` file, or a checkpoint exported on
+            the fly into ``onnx_cache``; see :mod:`fer.inference.backends`).
+        onnx_cache: folder of the graphs exported on the fly.
+        min_score: detections scoring below this are dropped (detectors with scores).
+        download: let S3FD and 2D-FAN fetch their weights on first use (short timeout).
+        detect_scale: video frames are shrunk by this factor in (0, 1] for detection only;
+            ``None``: the detector's own ``stream_scale`` (BlazeFace 1.0: its network sees a
+            fixed square), else 0.5.
+        detect_every: run the detector every N frames of a stream; in between, faces keep
+            their tracked boxes and are classified again.
+        max_image_side: a still image is searched in a copy whose longest side is at most
+            this many pixels (>= 32).
+        margin: crop margin around the detected box, a fraction of its side
+            (:func:`~fer.face.crops.crop_faces`).
+        landmarks: ask for 68 iBUG landmarks (2D-FAN with S3FD or where cached, else dlib's).
+        max_age: frames a track survives without a matching detection.
+        hold: a tracked face the detector misses is still reported at its last box for
+            this many frames (image models).
+        cut_threshold: a frame whose 32x18 grey thumbnail differs from the last one's by
+            more than this mean grey level (0-255) is a scene cut: every track ends (0: never).
+        smoothing: EMA factor of a tracked face's probabilities across frames (0: none;
+            0.6: the new frame counts 40 %).
+
+    Raises:
+        ValueError: ``detect_scale``, ``detect_every``, ``max_image_side``, ``smoothing``,
+            ``hold`` or ``max_age`` out of range.
+    """
+
+    detector: str = "auto"
+    device: str = "auto"
+    backend: str = "torch"
+    onnx_cache: str = "outputs/cache/onnx"
+    min_score: float = 0.5
+    download: bool = True
+    detect_scale: float | None = None
+    detect_every: int = 1
+    max_image_side: int = 1920
+    margin: float = 0.1
+    landmarks: bool = False
+    max_age: int = 30
+    hold: int = 2
+    cut_threshold: float = 20.0
+    smoothing: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.detect_scale is not None and not 0 < self.detect_scale <= 1:
+            raise ValueError(f"detect_scale must be in (0, 1], not {self.detect_scale}")
+        if self.max_image_side < 32:
+            raise ValueError(f"max_image_side must be at least 32 pixels, not {self.max_image_side}")
+        if self.detect_every < 1 or self.hold < 0 or self.max_age < 0:
+            raise ValueError(
+                f"detect_every must be >= 1, hold and max_age >= 0: {self.detect_every}, {self.hold}, {self.max_age}"
+            )
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"smoothing must be in [0, 1), not {self.smoothing}")
