@@ -8,12 +8,15 @@
   arrived while it was busy (the older ones are dropped and counted, never queued), and
   every connection has its own tracker.
 - ``POST /api/upload?model=&detector=&name=``: the raw bytes of an image or video (at
-  most ``max_upload_mb``), checked by decoding; an image is answered at once, a video
-  is processed while a client watches ``WS /ws/jobs/{id}`` (progress, then the result);
-  a watcher that leaves stops the job.
+  most ``max_upload_mb``), checked by decoding; an image is recognised and answered at
+  once (its original is not kept), a video is processed while a client watches
+  ``WS /ws/jobs/{id}`` (progress, then the result); a watcher that leaves stops the job.
 - ``GET /api/results/{id}/{file}``: a job's annotated image or video and its predictions CSV.
 
-Uploads and results live only under ``<run dir>/web/<random id>/`` with fixed names.
+Uploads and results live only under ``<run dir>/web/<random id>/`` with fixed names. The
+routes are module-level functions over the objects :func:`create_app` keeps in
+``app.state.web`` (:class:`WebState`): the recognizers, the video-job registry and the
+worker bound.
 """
 
 from __future__ import annotations
@@ -28,20 +31,24 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import cv2
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 
-from fer.checkpoint import SHIPPED_MODELS, shipped_model
 from fer.inference.loop import run
+from fer.inference.outputs import PredictionWriter, draw
 from fer.inference.recognizer import EmotionRecognizer, Face
+from fer.inference.settings import RecognizerSettings
+from fer.inference.sources import Frame
+from fer.shipped import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -60,13 +67,16 @@ class Recognizers:
     Args:
         models: page name -> checkpoint (see :func:`model_names`); the first is the default.
         detectors: detector names the page may choose; the first is the default.
-        settings: further :class:`EmotionRecognizer` keyword arguments.
+        settings: the recognizers' settings (their ``detector`` is the pair's).
     """
 
-    def __init__(self, models: dict[str, str], detectors: list[str], settings: dict[str, Any]) -> None:
+    def __init__(
+        self, models: dict[str, str], detectors: list[str], settings: RecognizerSettings | None = None
+    ) -> None:
         if not models or not detectors:
             raise ValueError("the web app needs at least one model and one detector")
-        self.models, self.detectors, self.settings = dict(models), list(detectors), settings
+        self.models, self.detectors = dict(models), list(detectors)
+        self.settings = settings or RecognizerSettings()
         self._loaded: dict[tuple[str, str], EmotionRecognizer] = {}
         self._lock = threading.Lock()
 
@@ -89,9 +99,8 @@ class Recognizers:
         with self._lock:
             if (model, detector) not in self._loaded:
                 try:
-                    self._loaded[model, detector] = EmotionRecognizer(
-                        self.models[model], detector=detector, **self.settings
-                    )
+                    settings = replace(self.settings, detector=detector)
+                    self._loaded[model, detector] = EmotionRecognizer(self.models[model], settings)
                 except (OSError, RuntimeError, ValueError, ImportError) as error:
                     message = f"cannot load model {model!r} with detector {detector!r}: {error}"
                     raise HTTPException(503, message) from error
@@ -171,6 +180,287 @@ def sniff(path: Path) -> str:
     raise HTTPException(415, "not an image or a video this server can decode")
 
 
+@dataclass
+class VideoJob:
+    """An uploaded video waiting for (or being processed for) its one watcher."""
+
+    names: tuple[str, str]
+    name: str
+    started: bool = False
+
+
+@dataclass
+class WebState:
+    """What the routes share (``app.state.web``): see :func:`create_app` for the arguments."""
+
+    recognizers: Recognizers
+    jobs_dir: Path
+    max_upload_mb: float
+    limiter: anyio.CapacityLimiter
+    jobs: dict[str, VideoJob] = field(default_factory=dict)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    async def in_worker(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a thread, at most ``workers`` of them at once over all clients."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+
+router = APIRouter()
+
+
+def _state(connection: Request | WebSocket) -> WebState:
+    return connection.app.state.web
+
+
+@router.get("/api/config")
+def config(request: Request) -> dict[str, Any]:
+    web = _state(request)
+    recognizers = web.recognizers
+    return {"models": list(recognizers.models), "detectors": recognizers.detectors, "max_upload_mb": web.max_upload_mb}
+
+
+class LiveSession:
+    """One live client: its own tracker, and a slot that keeps only the newest frame that arrived
+    while the last one was processed (older ones are dropped and counted, never queued)."""
+
+    def __init__(self, recognizer: EmotionRecognizer) -> None:
+        self.recognizer = recognizer
+        self.frame: bytes | None = None
+        self.dropped, self.open = 0, True
+        self.arrived = asyncio.Event()
+
+    async def receive(self, socket: WebSocket) -> None:
+        """Put every frame the client sends into the slot until it leaves."""
+        try:
+            while True:
+                data = await socket.receive_bytes()
+                self.dropped += self.frame is not None  # a frame not yet processed is replaced
+                self.frame = data
+                self.arrived.set()
+        except (WebSocketDisconnect, RuntimeError, KeyError):
+            self.open = False
+            self.arrived.set()
+
+    async def next_frame(self) -> bytes | None:
+        """The newest frame once one has arrived; ``None`` when the client has left."""
+        while self.open:
+            await self.arrived.wait()
+            self.arrived.clear()
+            data, self.frame = self.frame, None
+            if data is not None and self.open:
+                return data
+        return None
+
+    def process(self, data: bytes) -> dict[str, Any]:
+        """The answer to one frame (a JPEG or PNG): its faces, its size and the server's time."""
+        start = time.perf_counter()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            return {"error": "a frame that is not a JPEG or PNG image was skipped"}
+        faces = self.recognizer.predict(image, track=True)
+        return {
+            "faces": [face_json(f) for f in faces],
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "class_names": self.recognizer.class_names,
+            "server_ms": round(1000 * (time.perf_counter() - start), 1),
+        }
+
+
+async def _recognizer(socket: WebSocket, names: tuple[str, str]) -> EmotionRecognizer | None:
+    """The pair's recognizer for a socket; on a load error the client is told and the socket closed."""
+    try:
+        return await anyio.to_thread.run_sync(_state(socket).recognizers.get, *names)
+    except HTTPException as error:
+        await socket.send_json({"error": error.detail})
+        await socket.close(code=1008)
+        return None
+
+
+@router.websocket("/ws/live")
+async def live(socket: WebSocket, model: str | None = None, detector: str | None = None) -> None:
+    await socket.accept()
+    try:
+        names = _state(socket).recognizers.resolve(model, detector)
+    except HTTPException as error:
+        await socket.send_json({"error": error.detail})
+        await socket.close(code=1008)
+        return
+    recognizer = await _recognizer(socket, names)
+    if recognizer is None:
+        return
+    session = LiveSession(recognizer)
+    receiver = asyncio.create_task(session.receive(socket))
+    await socket.send_json({"ready": True, "model": names[0], "detector": names[1]})
+    try:
+        while (data := await session.next_frame()) is not None:
+            answer = await _state(socket).in_worker(session.process, data)
+            await socket.send_json(answer | {"dropped": session.dropped})
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+
+
+async def _store_upload(request: Request, folder: Path) -> Path:
+    """The request's body in ``folder/upload``, refused with 413 past the size limit and 400 when empty."""
+    web = _state(request)
+    too_large = HTTPException(413, f"the file is larger than the limit of {web.max_upload_mb:g} MB")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > web.max_bytes:
+        raise too_large
+    folder.mkdir(parents=True)
+    path, size = folder / "upload", 0
+    with path.open("wb") as file:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > web.max_bytes:
+                raise too_large
+            file.write(chunk)
+    if size == 0:
+        raise HTTPException(400, "the upload is empty")
+    return path
+
+
+def recognize_image(recognizer: EmotionRecognizer, path: Path, name: str) -> dict[str, Any]:
+    """The faces of one image file: ``annotated.png`` and ``predictions.csv`` written beside it, the
+    original removed; returns the faces and the milliseconds of each stage."""
+    folder = path.parent
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    recognizer.times.seconds.clear()
+    recognizer.times.calls.clear()
+    faces = recognizer.predict(image, track=False)
+    writer = PredictionWriter(folder / "predictions.csv", recognizer.class_names)
+    writer.write(Frame(image, 0, 0.0, name), faces)
+    writer.close()
+    if not cv2.imwrite(str(folder / "annotated.png"), draw(image, faces)):
+        raise OSError("could not write the annotated image")
+    path.unlink()
+    times = recognizer.times
+    return {
+        "faces": read_predictions(folder / "predictions.csv"),
+        "ms_per_stage": {s: 1000 * t / max(times.calls[s], 1) for s, t in times.seconds.items()},
+    }
+
+
+@router.post("/api/upload")
+async def upload(request: Request, model: str | None = None, detector: str | None = None, name: str = "") -> Any:
+    web = _state(request)
+    names = web.recognizers.resolve(model, detector)
+    job = uuid.uuid4().hex
+    folder = web.jobs_dir / job
+    try:
+        path = await _store_upload(request, folder)
+        kind = await anyio.to_thread.run_sync(sniff, path)
+    except HTTPException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    shown = Path(name).name[:120] or "upload"
+    if kind == "video":
+        web.jobs[job] = VideoJob(names, shown)
+        return {"id": job, "kind": "video", "name": shown}
+    recognizer = await anyio.to_thread.run_sync(web.recognizers.get, *names)
+    result = await web.in_worker(recognize_image, recognizer, path, shown)
+    return {
+        "id": job,
+        "kind": "image",
+        "name": shown,
+        "class_names": recognizer.class_names,
+        "annotated": f"/api/results/{job}/annotated.png",
+        "predictions": f"/api/results/{job}/predictions.csv",
+        **result,
+    }
+
+
+async def _until_left(socket: WebSocket) -> None:
+    """Returns when the client closes the socket."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await socket.receive_text()
+
+
+async def _video_result(socket: WebSocket, job: str, worker: asyncio.Future, class_names: list[str]) -> bool:
+    """Send the finished job's result (or its error); returns whether a result was sent."""
+    try:
+        summary = await worker
+    except (OSError, ValueError) as error:  # a video that breaks off mid-way, a full disk
+        await socket.send_json({"error": str(error)})
+        return False
+    rows = read_predictions(_state(socket).jobs_dir / job / "predictions.csv")
+    await socket.send_json(
+        {
+            "done": True,
+            "frames": summary["frames"],
+            "fps": round(summary["fps"], 1),
+            "class_names": class_names,
+            "tracks": timelines(rows),
+            "annotated": f"/api/results/{job}/annotated.webm",
+            "predictions": f"/api/results/{job}/predictions.csv",
+        }
+    )
+    return True
+
+
+@router.websocket("/ws/jobs/{job}")
+async def watch(socket: WebSocket, job: str) -> None:
+    await socket.accept()
+    web = _state(socket)
+    entry = web.jobs.get(job)
+    if entry is None or entry.started:
+        await socket.send_json({"error": "no such video job, or it is being watched already"})
+        await socket.close(code=1008)
+        return
+    entry.started = True
+    folder = web.jobs_dir / job
+    recognizer = await _recognizer(socket, entry.names)
+    if recognizer is None:
+        web.jobs.pop(job, None)
+        return
+    cancel, progress = threading.Event(), {"done": 0, "total": None}
+
+    def work() -> dict[str, Any]:
+        def report(done: int, total: int | None) -> None:
+            progress.update(done=done, total=total)
+
+        upload = folder / "upload"
+        return run(recognizer, upload, folder, display=False, video_format="webm", progress=report, cancel=cancel)
+
+    worker = asyncio.ensure_future(web.in_worker(work))
+    listener = asyncio.create_task(_until_left(socket))
+    answered = False
+    try:
+        while not worker.done() and not listener.done():
+            await asyncio.wait({worker, listener}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            if not worker.done() and not listener.done():
+                await socket.send_json({"progress": progress["done"], "total": progress["total"]})
+        if not listener.done():
+            answered = await _video_result(socket, job, worker, recognizer.class_names)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        listener.cancel()
+        web.jobs.pop(job, None)
+        if answered:
+            (folder / "upload").unlink(missing_ok=True)
+        else:  # the watcher left (or the job failed): stop the job, then free its files
+            cancel.set()
+            worker.add_done_callback(lambda _: shutil.rmtree(folder, ignore_errors=True))
+            log.info("video job %s stopped after %d frames: its client left", job, progress["done"])
+
+
+@router.get("/api/results/{job}/{file}")
+def result(request: Request, job: str, file: str) -> FileResponse:
+    path = _state(request).jobs_dir / job / file
+    if not _JOB_ID.match(job) or file not in RESULT_FILES or not path.is_file():
+        raise HTTPException(404, "no such result")
+    return FileResponse(path, filename=file if file.endswith(".csv") else None)
+
+
 def create_app(
     recognizers: Recognizers,
     run_dir: str | Path,
@@ -186,198 +476,9 @@ def create_app(
         workers: frames and uploads processed at once, over all clients (the rest wait).
     """
     app = FastAPI(title="fer", docs_url=None, redoc_url=None)
-    jobs_dir = Path(run_dir) / "web"
     limiter = anyio.CapacityLimiter(workers)
-    max_bytes = int(max_upload_mb * 2**20)
-    jobs: dict[str, dict[str, Any]] = {}
-
-    async def in_thread(fn: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
-
-    @app.get("/api/config")
-    def config() -> dict[str, Any]:
-        return {"models": list(recognizers.models), "detectors": recognizers.detectors, "max_upload_mb": max_upload_mb}
-
-    @app.websocket("/ws/live")
-    async def live(socket: WebSocket, model: str | None = None, detector: str | None = None) -> None:
-        await socket.accept()
-        try:
-            names = recognizers.resolve(model, detector)
-            recognizer = await anyio.to_thread.run_sync(recognizers.get, *names)
-        except HTTPException as error:
-            await socket.send_json({"error": error.detail})
-            await socket.close(code=1008)
-            return
-        newest: dict[str, Any] = {"frame": None, "dropped": 0, "open": True}
-        arrived = asyncio.Event()
-
-        async def receive() -> None:
-            try:
-                while True:
-                    data = await socket.receive_bytes()
-                    newest["dropped"] += newest["frame"] is not None  # a frame not yet processed is replaced
-                    newest["frame"] = data
-                    arrived.set()
-            except (WebSocketDisconnect, RuntimeError, KeyError):
-                newest["open"] = False
-                arrived.set()
-
-        def process(data: bytes) -> dict[str, Any]:
-            start = time.perf_counter()
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                return {"error": "a frame that is not a JPEG or PNG image was skipped"}
-            faces = recognizer.predict(image, track=True)
-            return {
-                "faces": [face_json(f) for f in faces],
-                "width": image.shape[1],
-                "height": image.shape[0],
-                "class_names": recognizer.class_names,
-                "server_ms": round(1000 * (time.perf_counter() - start), 1),
-            }
-
-        receiver = asyncio.create_task(receive())
-        await socket.send_json({"ready": True, "model": names[0], "detector": names[1]})
-        try:
-            while True:
-                await arrived.wait()
-                arrived.clear()
-                if not newest["open"]:
-                    break
-                data, newest["frame"] = newest["frame"], None
-                if data is None:
-                    continue
-                answer = await in_thread(process, data)
-                answer["dropped"] = newest["dropped"]
-                await socket.send_json(answer)
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
-
-    @app.post("/api/upload")
-    async def upload(request: Request, model: str | None = None, detector: str | None = None, name: str = "") -> Any:
-        names = recognizers.resolve(model, detector)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
-            raise HTTPException(413, f"the file is larger than the limit of {max_upload_mb:g} MB")
-        job = uuid.uuid4().hex
-        folder = jobs_dir / job
-        folder.mkdir(parents=True)
-        path, size = folder / "upload", 0
-        try:
-            with path.open("wb") as file:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise HTTPException(413, f"the file is larger than the limit of {max_upload_mb:g} MB")
-                    file.write(chunk)
-            if size == 0:
-                raise HTTPException(400, "the upload is empty")
-            kind = await anyio.to_thread.run_sync(sniff, path)
-        except HTTPException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        shown = Path(name).name[:120] or "upload"
-        if kind == "video":
-            jobs[job] = {"names": names, "name": shown, "started": False}
-            return {"id": job, "kind": "video", "name": shown}
-        image_path = folder / "upload.png"  # run() reads images by suffix; the content was checked above
-        path.rename(image_path)
-        recognizer = await anyio.to_thread.run_sync(recognizers.get, *names)
-        summary = await in_thread(lambda: run(recognizer, image_path, folder, display=False))
-        (folder / "annotated" / "upload.png").replace(folder / "annotated.png")
-        (folder / "annotated").rmdir()
-        faces = read_predictions(folder / "predictions.csv")
-        return {
-            "id": job,
-            "kind": "image",
-            "name": shown,
-            "faces": faces,
-            "class_names": recognizer.class_names,
-            "annotated": f"/api/results/{job}/annotated.png",
-            "predictions": f"/api/results/{job}/predictions.csv",
-            "ms_per_stage": summary["ms_per_stage"],
-        }
-
-    @app.websocket("/ws/jobs/{job}")
-    async def watch(socket: WebSocket, job: str) -> None:
-        await socket.accept()
-        entry = jobs.get(job)
-        if entry is None or entry["started"]:
-            await socket.send_json({"error": "no such video job, or it is being watched already"})
-            await socket.close(code=1008)
-            return
-        entry["started"] = True
-        folder = jobs_dir / job
-        cancel, progress = threading.Event(), {"done": 0, "total": None}
-        try:
-            recognizer = await anyio.to_thread.run_sync(recognizers.get, *entry["names"])
-        except HTTPException as error:
-            await socket.send_json({"error": error.detail})
-            await socket.close(code=1011)
-            return
-
-        def work() -> dict[str, Any]:
-            def report(done: int, total: int | None) -> None:
-                progress.update(done=done, total=total)
-
-            upload = folder / "upload"
-            return run(recognizer, upload, folder, display=False, video_format="webm", progress=report, cancel=cancel)
-
-        async def leaves() -> None:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                while True:
-                    await socket.receive_text()
-
-        worker = asyncio.ensure_future(in_thread(work))
-        listener = asyncio.create_task(leaves())
-        answered = False
-        try:
-            while not worker.done() and not listener.done():
-                await asyncio.wait({worker, listener}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                if not worker.done() and not listener.done():
-                    await socket.send_json({"progress": progress["done"], "total": progress["total"]})
-            if not listener.done():
-                try:
-                    summary = await worker
-                except (OSError, ValueError) as error:  # a video that breaks off mid-way, a full disk
-                    await socket.send_json({"error": str(error)})
-                    return
-                rows = read_predictions(folder / "predictions.csv")
-                await socket.send_json(
-                    {
-                        "done": True,
-                        "frames": summary["frames"],
-                        "fps": round(summary["fps"], 1),
-                        "class_names": recognizer.class_names,
-                        "tracks": timelines(rows),
-                        "annotated": f"/api/results/{job}/annotated.webm",
-                        "predictions": f"/api/results/{job}/predictions.csv",
-                    }
-                )
-                answered = True
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            listener.cancel()
-            jobs.pop(job, None)
-            if answered:
-                (folder / "upload").unlink(missing_ok=True)
-            else:  # the watcher left (or the job failed): stop the job, then free its files
-                cancel.set()
-                worker.add_done_callback(lambda _: shutil.rmtree(folder, ignore_errors=True))
-                log.info("video job %s stopped after %d frames: its client left", job, progress["done"])
-
-    @app.get("/api/results/{job}/{file}")
-    def result(job: str, file: str) -> FileResponse:
-        path = jobs_dir / job / file
-        if not _JOB_ID.match(job) or file not in RESULT_FILES or not path.is_file():
-            raise HTTPException(404, "no such result")
-        return FileResponse(path, filename=file if file.endswith(".csv") else None)
-
+    app.state.web = WebState(recognizers, Path(run_dir) / "web", max_upload_mb, limiter)
+    app.include_router(router)
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app
 
@@ -385,14 +486,14 @@ def create_app(
 def model_names(entries: list[str | None]) -> dict[str, str]:
     """Page name -> checkpoint of models to offer, in order, without repeats.
 
-    An entry is a shipped model's short name (:data:`~fer.checkpoint.SHIPPED_MODELS`;
-    ``None`` is ``fer2013``), kept as its name, or a checkpoint path, named by its file
+    An entry is a shipped model's short name (:data:`~fer.shipped.SHIPPED_MODELS`;
+    ``None`` is the default one), kept as its name, or a checkpoint path, named by its file
     stem (numbered where two stems are the same). Shipped models whose file is absent are
     left out.
     """
     names: dict[str, str] = {}
     for entry in entries:
-        entry = entry or "fer2013"
+        entry = entry or DEFAULT_MODEL
         if entry in SHIPPED_MODELS:
             path = shipped_model(entry)
             if path.is_file() and entry not in names:
