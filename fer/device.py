@@ -12,9 +12,8 @@ def fast_precision(accelerator: str = "cpu") -> str:
 
     bf16 autocast pays off only where the hardware has bf16 arithmetic: GPUs of compute
     capability 8.0 and newer, and CPUs with AVX512-BF16 or AMX. Elsewhere it is
-    emulated. ``benchmarks/train_throughput.py``, deep CNN on 2 cores of an AMD EPYC:
-    with AVX512-BF16, 238 images/s in bf16-mixed against 135 in fp32; with AVX2 only,
-    5 images/s in bf16-mixed against 64 in fp32.
+    emulated and many times slower than fp32 (``benchmarks/train_throughput.py``;
+    figures in ``docs/benchmarks.md``).
     """
     if accelerator in ("gpu", "cuda"):
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():

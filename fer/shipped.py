@@ -3,7 +3,7 @@
 Each entry names its checkpoint file and model card and states what the file holds
 (network, classes, input size, channels, mean/std, test-time views) and what it scored
 (data set, split, accuracy, macro-F1, and the command that measured them).
-``infer.py model_name=``, the web app and ``python -m fer.shipped`` (the README's table)
+``infer.py model_name=``, the web app and ``python -m fer.shipped`` (the README's table of models)
 read it; ``tests/test_shipped.py`` checks every entry against its file.
 """
 

@@ -104,7 +104,7 @@ class BlazeFaceDetector:
     anywhere in a wide frame are found. face-alignment prepares the image and decodes and
     merges the boxes; the network itself runs in PyTorch or, on the CPU, in onnxruntime
     on the graph shipped beside the weights (:func:`export_blazeface_onnx` wrote it; the
-    same outputs to 1e-4, several times faster than PyTorch eager on a CPU).
+    same outputs to 1e-4).
 
     Args:
         device: ``"cuda"`` or ``"cpu"``.
@@ -263,11 +263,10 @@ def make_detectors(
 ) -> tuple[FaceDetector, FaceDetector]:
     """The detectors of a name for video streams and for still images: one detector twice,
     except for ``auto`` without S3FD's weights, which takes BlazeFace's front-camera model
-    for streams and its full-range model for still images. On the shared videos the front
-    model finds the faces the full-range one finds, fires far less on faceless frames (7 %
-    of the frames of ``no_face.mp4`` against 60 %) and takes a quarter of its input; on the
-    photos the full-range model finds small and turned faces the front one misses
-    (``benchmarks/detectors.py``). Arguments and errors as for :func:`make_detector`.
+    for streams and its full-range model for still images: the front model fires less on
+    faceless frames and takes a quarter of the input, the full-range one finds small and
+    turned faces (measured by ``benchmarks/detectors.py``, figures in ``docs/benchmarks.md``).
+    Arguments and errors as for :func:`make_detector`.
     """
     if name == "auto" and missing_face_alignment_files(("sfd",)):
         return (

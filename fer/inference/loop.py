@@ -164,21 +164,17 @@ def run(
     check_formats(predictions, video_format)
     window = _window(display)
     src = Source(source, live)
+    outputs: Outputs | None = None
     try:
         outputs = Outputs(output_dir, src.is_video, predictions, save_media, overwrite, video_format)
-    except BaseException:
-        src.close()
-        if window is not None:
-            window.close()
-        raise
-    outputs.open(recognizer.class_names)
-    recognizer.reset()
-    counts, clock = {"frames": 0, "frames_with_face": 0, "faces": 0}, Clock()
-    try:
+        outputs.open(recognizer.class_names)
+        recognizer.reset()
+        counts, clock = {"frames": 0, "frames_with_face": 0, "faces": 0}, Clock()
         ended = _frames(recognizer, src, outputs, window, clock, counts, max_frames, progress, cancel)
     finally:
         src.close()
-        outputs.close()
+        if outputs is not None:
+            outputs.close()
         if window is not None:
             window.close()
     # the run ended cleanly (end, key, signal, max_frames): publish the outputs under their names
