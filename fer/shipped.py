@@ -32,6 +32,8 @@ class ShippedModel:
         input: ``size`` (pixels), ``channels``, ``mean`` and ``std`` (of ``grey / 255``).
         views: the test-time views it uses (``tta_flip``, ``tta_shift``, ``tta_rotate``, ``ten_crop``).
         metrics: ``split``, ``accuracy`` and ``macro_f1`` (fractions), ``command``.
+        ms_per_face: milliseconds a face by backend (``torch``, ``onnxruntime``), measured as
+            :data:`TIMING` says.
         summary: one line for tables.
     """
 
@@ -44,6 +46,7 @@ class ShippedModel:
     input: dict[str, Any]
     views: dict[str, Any]
     metrics: dict[str, Any]
+    ms_per_face: dict[str, float]
     summary: str
 
     @property
@@ -52,17 +55,17 @@ class ShippedModel:
         return Path(str(WEIGHTS / self.file))
 
 
-def _registry() -> tuple[str, dict[str, ShippedModel]]:
+def _registry() -> tuple[str, str, dict[str, ShippedModel]]:
     data = json.loads((WEIGHTS / "models.json").read_text())
     models = {
         name: ShippedModel(name=name, **{**entry, "classes": tuple(entry["classes"])})
         for name, entry in data["models"].items()
     }
-    return data["default"], models
+    return data["default"], data["timing"], models
 
 
-#: The name of the model used when none is given, and every shipped model by name.
-DEFAULT_MODEL, SHIPPED_MODELS = _registry()
+#: The name of the model used when none is given, how ``ms_per_face`` was measured, and every shipped model by name.
+DEFAULT_MODEL, TIMING, SHIPPED_MODELS = _registry()
 
 
 def shipped_model(name: str | None = None) -> Path:
@@ -80,17 +83,18 @@ def shipped_model(name: str | None = None) -> Path:
 def markdown_table() -> str:
     """The shipped models as the README's Markdown table."""
     rows = [
-        "| `model_name` | file | data | classes | accuracy | macro-F1 | what it is | card |",
+        "| `model_name` | file | data | classes | accuracy | macro-F1 | ms a face (torch / onnxruntime) | card |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in SHIPPED_MODELS.values():
         score = f"{100 * m.metrics['accuracy']:.2f} % ({m.metrics['split']})"
-        card = f"[card](fer/weights/{m.card})"
+        ms = f"{m.ms_per_face['torch']:.1f} / {m.ms_per_face['onnxruntime']:.1f}"
+        card = f"[{m.summary}](fer/weights/{m.card})"
         rows.append(
             f"| `{m.name}` | `{m.file}` | {m.data} | {len(m.classes)} | {score} | {m.metrics['macro_f1']:.3f} "
-            f"| {m.summary} | {card} |"
+            f"| {ms} | {card} |"
         )
-    return "\n".join(rows)
+    return "\n".join(rows) + f"\n\nms a face: {TIMING}."
 
 
 if __name__ == "__main__":

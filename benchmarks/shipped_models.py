@@ -1,0 +1,55 @@
+"""Milliseconds a face of every shipped model, PyTorch eager and onnxruntime, in one run.
+
+    python benchmarks/shipped_models.py [--threads 2] [--repeat 100]
+
+One face (with the model's own test-time views, e.g. its mirror, in the same batch), median
+over ``--repeat`` calls after a warm-up, the thread budget of ``infer.py``. Prints the CPU's
+bf16 support with the table, since fp32 and bf16 machines differ; the figures go into
+``fer/weights/models.json`` (``ms_per_face``) and ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fer.device import fast_precision, set_thread_budget
+from fer.export import export_onnx
+from fer.inference.backends import OnnxBackend, TorchBackend
+from fer.shipped import SHIPPED_MODELS
+
+
+def median_ms(backend, x: torch.Tensor, repeat: int) -> float:
+    for _ in range(10):
+        backend(x)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        backend(x)
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=100)
+    args = parser.parse_args()
+    set_thread_budget(args.threads)
+    print(f"{args.threads} thread(s); CPU bf16: {fast_precision('cpu') == 'bf16-mixed'} (inference runs in fp32)")
+    print("| model | torch eager, ms a face | onnxruntime, ms a face |\n|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, entry in SHIPPED_MODELS.items():
+            x = torch.randn(1, entry.input["channels"], entry.input["size"], entry.input["size"])
+            eager = median_ms(TorchBackend(entry.path), x, args.repeat)
+            graph = OnnxBackend(export_onnx(entry.path, Path(tmp) / f"{name}.onnx"))
+            print(f"| {name} | {eager:.1f} | {median_ms(graph, x, args.repeat):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
