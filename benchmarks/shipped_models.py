@@ -11,28 +11,16 @@ bf16 support with the table, since fp32 and bf16 machines differ; the figures go
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from onnx_backend import latency_ms  # this folder is on the path when run as a script
 
 from fer.device import fast_precision, set_thread_budget
 from fer.export import export_onnx
 from fer.inference.backends import OnnxBackend, TorchBackend
 from fer.shipped import SHIPPED_MODELS
-
-
-def median_ms(backend, x: torch.Tensor, repeat: int) -> float:
-    for _ in range(10):
-        backend(x)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        backend(x)
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -46,9 +34,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, entry in SHIPPED_MODELS.items():
             x = torch.randn(1, entry.input["channels"], entry.input["size"], entry.input["size"])
-            eager = median_ms(TorchBackend(entry.path), x, args.repeat)
-            graph = OnnxBackend(export_onnx(entry.path, Path(tmp) / f"{name}.onnx"))
-            print(f"| {name} | {eager:.1f} | {median_ms(graph, x, args.repeat):.1f} |", flush=True)
+            eager, _ = latency_ms(TorchBackend(entry.path), x, args.repeat)
+            onnx, _ = latency_ms(OnnxBackend(export_onnx(entry.path, Path(tmp) / f"{name}.onnx")), x, args.repeat)
+            print(f"| {name} | {eager:.1f} | {onnx:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

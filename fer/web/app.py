@@ -329,11 +329,10 @@ async def _store_upload(request: Request, folder: Path) -> Path:
 
 def recognize_image(recognizer: EmotionRecognizer, path: Path, name: str) -> dict[str, Any]:
     """The faces of one image file: ``annotated.png`` and ``predictions.csv`` written beside it, the
-    original removed; returns the faces and the milliseconds of each stage."""
+    original removed; returns the faces and the milliseconds of each stage (``recognizer`` is a
+    fresh fork, its stage timings this image's)."""
     folder = path.parent
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    recognizer.times.seconds.clear()
-    recognizer.times.calls.clear()
     faces = recognizer.predict(image, track=False)
     writer = PredictionWriter(folder / "predictions.csv", recognizer.class_names)
     writer.write(Frame(image, 0, 0.0, name), faces)
