@@ -29,12 +29,13 @@ def main(cfg: DictConfig) -> None:
         )
     ckpt_path = str(shipped_model(cfg.model_name)) if cfg.model_name else cfg.ckpt_path
     if cfg.app == "web":
-        from fer.web.app import Recognizers, model_names, serve
+        from fer.web.app import serve
+        from fer.web.recognizers import Recognizers, model_names
+        from fer.web.settings import WebSettings
 
-        models = model_names([cfg.model_name or cfg.ckpt_path, *SHIPPED_MODELS, *cfg.web.models])
-        recognizers = Recognizers(models, list(cfg.web.detectors), settings)
-        web = cfg.web
-        serve(recognizers, cfg.output_dir, web.host, web.port, web.max_upload_mb, web.workers)
+        web = WebSettings(**OmegaConf.to_container(cfg.web, resolve=True))
+        models = model_names([cfg.model_name or cfg.ckpt_path, *SHIPPED_MODELS, *web.models])
+        serve(Recognizers(models, web.detectors, settings, web.max_loaded), cfg.output_dir, web)
         return
     if cfg.app != "cli":
         raise ValueError(f"app must be cli or web, not {cfg.app!r}")

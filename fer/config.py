@@ -1,5 +1,6 @@
 """What the Hydra configs use besides ``conf/``: the resolvers ``${fast_precision:cpu}`` and ``${run_id:}``,
-and the structured config of the recognizer's settings (``recognizer:`` in ``conf/infer.yaml``)."""
+and the structured configs of the recognizer's and the web app's settings (``recognizer:`` and ``web:`` in
+``conf/infer.yaml``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 
 from fer.device import fast_precision
 from fer.inference.settings import RecognizerSettings
+from fer.web.settings import WebSettings
 
 
 @functools.cache
@@ -31,7 +33,8 @@ def register_resolvers() -> None:
 
 
 def register_configs() -> None:
-    """Store :class:`~fer.inference.settings.RecognizerSettings` as the config ``recognizer/default``, so
-    ``conf/infer.yaml`` takes its keys, defaults and types from the dataclass (a typo or a wrong type
-    fails with Hydra's error)."""
+    """Store :class:`~fer.inference.settings.RecognizerSettings` and :class:`~fer.web.settings.WebSettings`
+    as the configs ``recognizer/default`` and ``web/default``, so ``conf/infer.yaml`` takes their keys,
+    defaults and types from the dataclasses (a typo or a wrong type fails with Hydra's error)."""
     ConfigStore.instance().store(group="recognizer", name="default", node=RecognizerSettings)
+    ConfigStore.instance().store(group="web", name="default", node=WebSettings)

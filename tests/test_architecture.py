@@ -25,8 +25,8 @@ LAYERS = {
     "fer.training": 6,
     "fer.inference": 6,
     "fer.evaluate": 6,
-    "fer.config": 7,
     "fer.web": 7,
+    "fer.config": 8,
 }
 
 

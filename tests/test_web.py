@@ -11,7 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from benchmarks.web_load import jpeg_frames, load, rss_mb, web_server
-from fer.web.app import Recognizers, create_app, model_names
+from fer.web.app import create_app
+from fer.web.recognizers import Recognizers, model_names
+from fer.web.settings import WebSettings
 from tests.conftest import DATA, need
 
 
@@ -22,7 +24,9 @@ def recognizers():
 
 @pytest.fixture
 def client(recognizers, tmp_path):
-    with TestClient(create_app(recognizers, tmp_path, max_upload_mb=2)) as client:
+    with TestClient(
+        create_app(recognizers, tmp_path, WebSettings(max_upload_mb=2, allowed_hosts=["testserver"]))
+    ) as client:
         yield client
 
 

@@ -3,20 +3,23 @@
 - ``GET /``: the page (``fer/web/static``: plain HTML, JS and CSS, nothing fetched from elsewhere).
 - ``GET /api/config``: the models and detectors the page may choose (names only; paths
   stay on the server).
-- ``WS /ws/live?model=&detector=``: the client sends JPEG frames (binary messages) and
-  gets one JSON answer per processed frame; the server keeps only the newest frame that
+- ``WS /ws/live?model=&detector=``: the client sends JPEG or PNG frames (binary messages)
+  and gets one JSON answer per processed frame; the server keeps only the newest frame that
   arrived while it was busy (the older ones are dropped and counted, never queued), and
-  every connection has its own tracker.
+  every connection has its own tracker. A frame it cannot take gets ``{"error": ...}`` and
+  the stream goes on.
 - ``POST /api/upload?model=&detector=&name=``: the raw bytes of an image or video (at
-  most ``max_upload_mb``), checked by decoding; an image is recognised and answered at
+  most ``web.max_upload_mb``), judged by content; an image is recognised and answered at
   once (its original is not kept), a video is processed while a client watches
   ``WS /ws/jobs/{id}`` (progress, then the result); a watcher that leaves stops the job.
 - ``GET /api/results/{id}/{file}``: a job's annotated image or video and its predictions CSV.
 
-Uploads and results live only under ``<run dir>/web/<random id>/`` with fixed names. The
-routes are module-level functions over the objects :func:`create_app` keeps in
-``app.state.web`` (:class:`WebState`): the recognizers, the video-job registry and the
-worker bound.
+Every picture goes through one gate (:mod:`fer.web.images`: its declared size checked
+before decoding, decoding inside the ``web.workers`` bound); every request through the
+``Host``, ``Origin`` and token checks (:mod:`fer.web.guard`). Uploads and results live only
+under ``<run dir>/web/<random id>/`` (:class:`~fer.web.jobs.Jobs`), expire after
+``web.keep_minutes``, and a stop by SIGINT or SIGTERM cancels running jobs and deletes
+their files. Routes are module-level functions over :class:`WebState` (``app.state.web``).
 """
 
 from __future__ import annotations
@@ -25,86 +28,39 @@ import asyncio
 import contextlib
 import csv
 import logging
-import re
-import shutil
-import threading
+import secrets
 import time
-import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import cv2
-import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from fer.inference.loop import run
 from fer.inference.outputs import PredictionWriter, draw
 from fer.inference.recognizer import EmotionRecognizer, Face
-from fer.inference.settings import RecognizerSettings
 from fer.inference.sources import Frame
-from fer.shipped import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model
+from fer.web.guard import SameOrigin
+from fer.web.images import ImageLimits, Rejected, decode_image, sniff
+from fer.web.jobs import Jobs, VideoJob
+from fer.web.recognizers import Recognizers
+from fer.web.settings import LOOPBACK, WebSettings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 #: Files of a job the page may fetch.
 RESULT_FILES = {"annotated.webm", "annotated.png", "predictions.csv"}
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-#: Largest image the server decodes, in pixels (a small PNG can declare a huge canvas).
-MAX_IMAGE_PIXELS = 50_000_000
 #: Points of a video's probability timeline sent to the page per track.
 TIMELINE_POINTS = 400
-
-
-class Recognizers:
-    """The configured models and detectors, each pair loaded once on first use and forked per client.
-
-    Args:
-        models: page name -> checkpoint (see :func:`model_names`); the first is the default.
-        detectors: detector names the page may choose; the first is the default.
-        settings: the recognizers' settings (their ``detector`` is the pair's).
-    """
-
-    def __init__(
-        self, models: dict[str, str], detectors: list[str], settings: RecognizerSettings | None = None
-    ) -> None:
-        if not models or not detectors:
-            raise ValueError("the web app needs at least one model and one detector")
-        self.models, self.detectors = dict(models), list(detectors)
-        self.settings = settings or RecognizerSettings()
-        self._loaded: dict[tuple[str, str], EmotionRecognizer] = {}
-        self._lock = threading.Lock()
-
-    def resolve(self, model: str | None, detector: str | None) -> tuple[str, str]:
-        """Checked names (the defaults for ``None``). Raises HTTPException 400 for a name not offered."""
-        model = model or next(iter(self.models))
-        detector = detector or self.detectors[0]
-        if model not in self.models:
-            raise HTTPException(400, f"unknown model {model!r}; this server offers {list(self.models)}")
-        if detector not in self.detectors:
-            raise HTTPException(400, f"unknown detector {detector!r}; this server offers {self.detectors}")
-        return model, detector
-
-    def get(self, model: str, detector: str) -> EmotionRecognizer:
-        """A fresh-tracker :meth:`~EmotionRecognizer.fork` of the loaded pair (blocking: call in a thread).
-
-        Raises:
-            HTTPException 503: the model or detector cannot be loaded here (the reason in the message).
-        """
-        with self._lock:
-            if (model, detector) not in self._loaded:
-                try:
-                    settings = replace(self.settings, detector=detector)
-                    self._loaded[model, detector] = EmotionRecognizer(self.models[model], settings)
-                except (OSError, RuntimeError, ValueError, ImportError) as error:
-                    message = f"cannot load model {model!r} with detector {detector!r}: {error}"
-                    raise HTTPException(503, message) from error
-            return self._loaded[model, detector].fork()
+#: Errors a picture the gate let through can still raise inside OpenCV or a detector.
+RECOGNITION_ERRORS = (cv2.error, ValueError, RuntimeError, IndexError)
 
 
 def face_json(face: Face) -> dict[str, Any]:
@@ -155,56 +111,22 @@ def timelines(rows: list[dict[str, Any]], points: int = TIMELINE_POINTS) -> list
     return tracks
 
 
-def sniff(path: Path) -> str:
-    """``"image"`` or ``"video"`` by decoding the file's content (never its name).
-
-    Raises:
-        HTTPException 415: neither; 413: an image of more than :data:`MAX_IMAGE_PIXELS`.
-    """
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise HTTPException(413, f"the image is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} allowed")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        pass
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is not None:
-        return "image"
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if capture.isOpened() and capture.read()[0]:
-            return "video"
-    finally:
-        capture.release()
-    raise HTTPException(415, "not an image or a video this server can decode")
-
-
-@dataclass
-class VideoJob:
-    """An uploaded video waiting for (or being processed for) its one watcher."""
-
-    names: tuple[str, str]
-    name: str
-    started: bool = False
-
-
 @dataclass
 class WebState:
-    """What the routes share (``app.state.web``): see :func:`create_app` for the arguments."""
+    """What the routes share (``app.state.web``); see :class:`~fer.web.settings.WebSettings`."""
 
     recognizers: Recognizers
-    jobs_dir: Path
-    max_upload_mb: float
+    jobs: Jobs
+    settings: WebSettings
     limiter: anyio.CapacityLimiter
-    jobs: dict[str, VideoJob] = field(default_factory=dict)
 
     @property
-    def max_bytes(self) -> int:
-        return int(self.max_upload_mb * 2**20)
+    def limits(self) -> ImageLimits:
+        s = self.settings
+        return ImageLimits(s.max_pixels, s.max_side, s.min_side)
 
     async def in_worker(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` in a thread, at most ``workers`` of them at once over all clients."""
+        """``fn(*args)`` in a thread, at most ``web.workers`` of them at once over all clients."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
 
@@ -219,15 +141,19 @@ def _state(connection: Request | WebSocket) -> WebState:
 def config(request: Request) -> dict[str, Any]:
     web = _state(request)
     recognizers = web.recognizers
-    return {"models": list(recognizers.models), "detectors": recognizers.detectors, "max_upload_mb": web.max_upload_mb}
+    return {
+        "models": list(recognizers.models),
+        "detectors": recognizers.detectors,
+        "max_upload_mb": web.settings.max_upload_mb,
+    }
 
 
 class LiveSession:
     """One live client: its own tracker, and a slot that keeps only the newest frame that arrived
     while the last one was processed (older ones are dropped and counted, never queued)."""
 
-    def __init__(self, recognizer: EmotionRecognizer) -> None:
-        self.recognizer = recognizer
+    def __init__(self, recognizer: EmotionRecognizer, limits: ImageLimits, max_bytes: int) -> None:
+        self.recognizer, self.limits, self.max_bytes = recognizer, limits, max_bytes
         self.frame: bytes | None = None
         self.dropped, self.open = 0, True
         self.arrived = asyncio.Event()
@@ -255,12 +181,19 @@ class LiveSession:
         return None
 
     def process(self, data: bytes) -> dict[str, Any]:
-        """The answer to one frame (a JPEG or PNG): its faces, its size and the server's time."""
+        """The answer to one frame (an image): its faces, its size and the server's time, or an error."""
         start = time.perf_counter()
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            return {"error": "a frame that is not a JPEG or PNG image was skipped"}
-        faces = self.recognizer.predict(image, track=True)
+        if len(data) > self.max_bytes:
+            return {"error": f"a frame of {len(data):,} bytes was skipped; at most {self.max_bytes:,} are taken"}
+        try:
+            image = decode_image(data, self.limits)
+        except Rejected as error:
+            return {"error": f"a frame was skipped: {error}"}
+        try:
+            faces = self.recognizer.predict(image, track=True)
+        except RECOGNITION_ERRORS as error:
+            log.warning("live frame of %dx%d not recognised: %s", image.shape[1], image.shape[0], error)
+            return {"error": "a frame was skipped: the server could not search it for faces"}
         return {
             "faces": [face_json(f) for f in faces],
             "width": image.shape[1],
@@ -283,8 +216,9 @@ async def _recognizer(socket: WebSocket, names: tuple[str, str]) -> EmotionRecog
 @router.websocket("/ws/live")
 async def live(socket: WebSocket, model: str | None = None, detector: str | None = None) -> None:
     await socket.accept()
+    web = _state(socket)
     try:
-        names = _state(socket).recognizers.resolve(model, detector)
+        names = web.recognizers.resolve(model, detector)
     except HTTPException as error:
         await socket.send_json({"error": error.detail})
         await socket.close(code=1008)
@@ -292,12 +226,12 @@ async def live(socket: WebSocket, model: str | None = None, detector: str | None
     recognizer = await _recognizer(socket, names)
     if recognizer is None:
         return
-    session = LiveSession(recognizer)
+    session = LiveSession(recognizer, web.limits, int(web.settings.max_frame_mb * 2**20))
     receiver = asyncio.create_task(session.receive(socket))
     await socket.send_json({"ready": True, "model": names[0], "detector": names[1]})
     try:
         while (data := await session.next_frame()) is not None:
-            answer = await _state(socket).in_worker(session.process, data)
+            answer = await web.in_worker(session.process, data)
             await socket.send_json(answer | {"dropped": session.dropped})
     except (WebSocketDisconnect, RuntimeError):
         pass
@@ -310,16 +244,17 @@ async def live(socket: WebSocket, model: str | None = None, detector: str | None
 async def _store_upload(request: Request, folder: Path) -> Path:
     """The request's body in ``folder/upload``, refused with 413 past the size limit and 400 when empty."""
     web = _state(request)
-    too_large = HTTPException(413, f"the file is larger than the limit of {web.max_upload_mb:g} MB")
+    limit = int(web.settings.max_upload_mb * 2**20)
+    too_large = HTTPException(413, f"the file is larger than the limit of {web.settings.max_upload_mb:g} MB")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > web.max_bytes:
+    if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
     folder.mkdir(parents=True)
     path, size = folder / "upload", 0
     with path.open("wb") as file:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > web.max_bytes:
+            if size > limit:
                 raise too_large
             file.write(chunk)
     if size == 0:
@@ -332,8 +267,12 @@ def recognize_image(recognizer: EmotionRecognizer, path: Path, name: str) -> dic
     original removed; returns the faces and the milliseconds of each stage (``recognizer`` is a
     fresh fork, its stage timings this image's)."""
     folder = path.parent
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    faces = recognizer.predict(image, track=False)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # passed the gate (fer.web.images.sniff)
+    try:
+        faces = recognizer.predict(image, track=False)
+    except RECOGNITION_ERRORS as error:
+        log.warning("uploaded image of %dx%d not recognised: %s", image.shape[1], image.shape[0], error)
+        raise Rejected(422, "the server could not search this image for faces") from None
     writer = PredictionWriter(folder / "predictions.csv", recognizer.class_names)
     writer.write(Frame(image, 0, 0.0, name), faces)
     writer.close()
@@ -351,20 +290,22 @@ def recognize_image(recognizer: EmotionRecognizer, path: Path, name: str) -> dic
 async def upload(request: Request, model: str | None = None, detector: str | None = None, name: str = "") -> Any:
     web = _state(request)
     names = web.recognizers.resolve(model, detector)
-    job = uuid.uuid4().hex
-    folder = web.jobs_dir / job
+    job, folder = web.jobs.new()
+    shown = Path(name).name[:120] or "upload"
     try:
         path = await _store_upload(request, folder)
-        kind = await anyio.to_thread.run_sync(sniff, path)
-    except HTTPException:
-        shutil.rmtree(folder, ignore_errors=True)
+        kind = await web.in_worker(sniff, path, web.limits)
+        if kind == "video":
+            web.jobs.videos[job] = VideoJob(names, shown)
+            return {"id": job, "kind": "video", "name": shown}
+        recognizer = await anyio.to_thread.run_sync(web.recognizers.get, *names)
+        result = await web.in_worker(recognize_image, recognizer, path, shown)
+    except Rejected as error:
+        web.jobs.remove(job)
+        raise HTTPException(error.status, str(error)) from None
+    except BaseException:
+        web.jobs.remove(job)
         raise
-    shown = Path(name).name[:120] or "upload"
-    if kind == "video":
-        web.jobs[job] = VideoJob(names, shown)
-        return {"id": job, "kind": "video", "name": shown}
-    recognizer = await anyio.to_thread.run_sync(web.recognizers.get, *names)
-    result = await web.in_worker(recognize_image, recognizer, path, shown)
     return {
         "id": job,
         "kind": "image",
@@ -390,7 +331,7 @@ async def _video_result(socket: WebSocket, job: str, worker: asyncio.Future, cla
     except (OSError, ValueError) as error:  # a video that breaks off mid-way, a full disk
         await socket.send_json({"error": str(error)})
         return False
-    rows = read_predictions(_state(socket).jobs_dir / job / "predictions.csv")
+    rows = read_predictions(_state(socket).jobs.root / job / "predictions.csv")
     await socket.send_json(
         {
             "done": True,
@@ -409,118 +350,101 @@ async def _video_result(socket: WebSocket, job: str, worker: asyncio.Future, cla
 async def watch(socket: WebSocket, job: str) -> None:
     await socket.accept()
     web = _state(socket)
-    entry = web.jobs.get(job)
+    entry = web.jobs.videos.get(job)
     if entry is None or entry.started:
         await socket.send_json({"error": "no such video job, or it is being watched already"})
         await socket.close(code=1008)
         return
     entry.started = True
-    folder = web.jobs_dir / job
     recognizer = await _recognizer(socket, entry.names)
     if recognizer is None:
-        web.jobs.pop(job, None)
+        web.jobs.remove(job)
         return
-    cancel, progress = threading.Event(), {"done": 0, "total": None}
+    folder, progress = web.jobs.root / job, {"done": 0, "total": None}
 
     def work() -> dict[str, Any]:
         def report(done: int, total: int | None) -> None:
             progress.update(done=done, total=total)
 
         upload = folder / "upload"
+        cancel = entry.cancel
         return run(recognizer, upload, folder, display=False, video_format="webm", progress=report, cancel=cancel)
 
-    worker = asyncio.ensure_future(web.in_worker(work))
+    entry.worker = asyncio.ensure_future(web.in_worker(work))
     listener = asyncio.create_task(_until_left(socket))
     answered = False
     try:
-        while not worker.done() and not listener.done():
-            await asyncio.wait({worker, listener}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            if not worker.done() and not listener.done():
+        while not entry.worker.done() and not listener.done():
+            await asyncio.wait({entry.worker, listener}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            if not entry.worker.done() and not listener.done():
                 await socket.send_json({"progress": progress["done"], "total": progress["total"]})
         if not listener.done():
-            answered = await _video_result(socket, job, worker, recognizer.class_names)
+            answered = await _video_result(socket, job, entry.worker, recognizer.class_names)
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         listener.cancel()
-        web.jobs.pop(job, None)
+        web.jobs.videos.pop(job, None)
         if answered:
             (folder / "upload").unlink(missing_ok=True)
         else:  # the watcher left (or the job failed): stop the job, then free its files
-            cancel.set()
-            worker.add_done_callback(lambda _: shutil.rmtree(folder, ignore_errors=True))
+            entry.cancel.set()
+            entry.worker.add_done_callback(lambda _: web.jobs.remove(job))
             log.info("video job %s stopped after %d frames: its client left", job, progress["done"])
 
 
 @router.get("/api/results/{job}/{file}")
 def result(request: Request, job: str, file: str) -> FileResponse:
-    path = _state(request).jobs_dir / job / file
-    if not _JOB_ID.match(job) or file not in RESULT_FILES or not path.is_file():
+    path = _state(request).jobs.path(job, file)
+    if path is None or file not in RESULT_FILES or not path.is_file():
         raise HTTPException(404, "no such result")
     return FileResponse(path, filename=file if file.endswith(".csv") else None)
 
 
-def create_app(
-    recognizers: Recognizers,
-    run_dir: str | Path,
-    max_upload_mb: float = 50,
-    workers: int = 2,
-) -> FastAPI:
+def create_app(recognizers: Recognizers, run_dir: str | Path, settings: WebSettings | None = None) -> FastAPI:
     """The FastAPI app; serve it with uvicorn (``infer.py app=web`` does).
 
     Args:
         recognizers: the models and detectors on offer.
         run_dir: uploads and results go to ``run_dir/web/<id>/``.
-        max_upload_mb: larger uploads get 413 without being stored whole.
-        workers: frames and uploads processed at once, over all clients (the rest wait).
+        settings: limits, expiry, allowed hosts and origins, token (``None``: the defaults).
     """
-    app = FastAPI(title="fer", docs_url=None, redoc_url=None)
-    limiter = anyio.CapacityLimiter(workers)
-    app.state.web = WebState(recognizers, Path(run_dir) / "web", max_upload_mb, limiter)
+    settings = settings or WebSettings()
+    jobs = Jobs(Path(run_dir) / "web", 60 * settings.keep_minutes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(jobs.sweep_every(min(60.0, 30 * settings.keep_minutes)))
+        try:
+            yield
+        finally:  # SIGINT or SIGTERM: running jobs stop, their files go
+            sweeper.cancel()
+            await jobs.stop()
+
+    app = FastAPI(title="fer", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.web = WebState(recognizers, jobs, settings, anyio.CapacityLimiter(settings.workers))
     app.include_router(router)
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
+    app.add_middleware(SameOrigin, origins=settings.allowed_origins, token=settings.token)
+    hosts = [*LOOPBACK, settings.host.strip("[]"), *(h.rsplit(":", 1)[0] for h in settings.allowed_hosts)]
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["*"] if settings.token else hosts)
     return app
 
 
-def model_names(entries: list[str | None]) -> dict[str, str]:
-    """Page name -> checkpoint of models to offer, in order, without repeats.
+def serve(recognizers: Recognizers, run_dir: str | Path, settings: WebSettings) -> None:
+    """Load the default model and detector, print the address, serve until Ctrl+C or SIGTERM.
 
-    An entry is a shipped model's short name (:data:`~fer.shipped.SHIPPED_MODELS`;
-    ``None`` is the default one), kept as its name, or a checkpoint path, named by its file
-    stem (numbered where two stems are the same). Shipped models whose file is absent are
-    left out.
+    Beyond loopback the server requires a token (``web.token``, or a random one), printed in the address.
     """
-    names: dict[str, str] = {}
-    for entry in entries:
-        entry = entry or DEFAULT_MODEL
-        if entry in SHIPPED_MODELS:
-            path = shipped_model(entry)
-            if path.is_file() and entry not in names:
-                names[entry] = str(path)
-            continue
-        if entry in names.values():
-            continue
-        stem = Path(entry).stem
-        name, k = stem, 2
-        while name in names:
-            name, k = f"{stem}_{k}", k + 1
-        names[name] = entry
-    return names
-
-
-def serve(
-    recognizers: Recognizers,
-    run_dir: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_upload_mb: float = 50,
-    workers: int = 2,
-) -> None:
-    """Load the default model and detector, print the address, serve until Ctrl+C."""
     import uvicorn
 
     recognizers.get(*recognizers.resolve(None, None))  # errors now, not at the first client
-    app = create_app(recognizers, run_dir, max_upload_mb, workers)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"fer web app: http://{shown}:{port}/  (uploads and results in {Path(run_dir) / 'web'}; Ctrl+C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if not settings.loopback and settings.token is None:
+        settings.token = secrets.token_urlsafe(24)
+    if not settings.loopback:
+        log.warning("serving beyond this machine (web.host=%s): every request needs the token", settings.host)
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    query = f"?token={settings.token}" if settings.token else ""
+    print(f"fer web app: http://{shown}:{settings.port}/{query}  (results in {Path(run_dir) / 'web'}; Ctrl+C stops)")
+    app = create_app(recognizers, run_dir, settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
