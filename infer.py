@@ -1,4 +1,4 @@
-"""Realtime expression recognition: ``python infer.py [source=0|clip.mp4|photo.jpg|photos/|rtsp://...]``."""
+"""Expression recognition: ``python infer.py [source=0|clip.mp4|photo.jpg|photos/|rtsp://...|videos/|list.csv]``."""
 
 import logging
 import sys
@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer.config import register_configs, register_resolvers
 from fer.device import set_thread_budget
+from fer.inference.collection import analyse_source, is_collection
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
 from fer.inference.settings import RecognizerSettings
@@ -39,6 +40,26 @@ def main(cfg: DictConfig) -> None:
         return
     if cfg.app != "cli":
         raise ValueError(f"app must be cli or web, not {cfg.app!r}")
+    if is_collection(str(cfg.source)):
+        options = {"save_media": cfg.save_media, "max_frames": cfg.max_frames, "batch_frames": cfg.batch_frames or 16}
+        summary = analyse_source(
+            str(cfg.source),
+            cfg.output_dir,
+            ckpt_path,
+            settings,
+            options,
+            cfg.shard,
+            cfg.shards,
+            cfg.workers,
+            cfg.threads,
+        )
+        failed = ", ".join(f["video"] for f in summary["failed"]) or "none"
+        logging.getLogger("infer").info(
+            "%d of %d videos done (%s in this run, %s skipped as done before; failed: %s); dataset in %s",
+            summary["done"], summary["videos"], summary["run"]["done"], summary["run"]["skipped"], failed,
+            summary["dataset"],
+        )  # fmt: skip
+        return
     recognizer = EmotionRecognizer(ckpt_path, settings)
     summary = run(
         recognizer,
@@ -50,6 +71,7 @@ def main(cfg: DictConfig) -> None:
         overwrite=cfg.overwrite,
         max_frames=cfg.max_frames,
         live=cfg.live,
+        batch_frames=cfg.batch_frames or 1,
     )
     if summary["ended"] in EXIT_CODES:  # outputs are complete; say so in one line and exit as shells expect
         logging.getLogger("infer").warning("stopped by %s after %d frames", summary["ended"], summary["frames"])

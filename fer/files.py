@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """``data`` as indented JSON in ``path``: written to a hidden ``.partial`` file, then renamed over it."""
+def write_json_atomically(path: Path, data: dict[str, Any] | list[Any]) -> None:
+    """``data`` as indented JSON in ``path`` (its folder made if missing): written to a hidden
+    ``.partial`` file, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(data, indent=2))
     partial.replace(path)

@@ -14,10 +14,12 @@ class StageTimes:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add(self, stage: str, start: float) -> float:
+    def add(self, stage: str, start: float, calls: int = 1) -> float:
+        """Count the time since ``start`` (``time.perf_counter()``) for ``stage``, done ``calls`` times
+        (frames of a batch); returns now."""
         now = time.perf_counter()
         self.seconds[stage] += now - start
-        self.calls[stage] += 1
+        self.calls[stage] += calls
         return now
 
     def summary(self) -> str:

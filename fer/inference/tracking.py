@@ -16,12 +16,11 @@ THUMBNAIL = (32, 18)
 @dataclass
 class Track:
     """One followed face: its last box (float pixels), the frame it was last matched in, its last
-    crops (a clip model's window), its smoothed probabilities and last detector score."""
+    crops (a clip model's window) and its last detector score."""
 
     box: np.ndarray
     last_seen: int
     window: deque = field(default_factory=deque)
-    probabilities: np.ndarray | None = None
     score: float | None = None
 
 
@@ -76,6 +75,9 @@ class Tracker:
 
     Attributes:
         tracks: live tracks by id. cuts: scene cuts seen since :meth:`reset`.
+        smoothed: each track's smoothed probabilities by id, kept apart from :attr:`tracks` so
+            that frames located ahead (a batch) can still be smoothed after their track ended;
+            ids are never reused, and :meth:`prune` drops those of ended tracks.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Tracker:
     def reset(self) -> None:
         """Forget every track and the last frame; ids start at 1 again."""
         self.tracks: dict[int, Track] = {}
+        self.smoothed: dict[int, np.ndarray] = {}
         self.next_id, self.cuts = 1, 0
         self._thumbnail: np.ndarray | None = None
 
@@ -143,8 +146,13 @@ class Tracker:
 
     def smooth(self, track_id: int, probabilities: np.ndarray) -> np.ndarray:
         """The track's probabilities after this frame's (an EMA with factor ``smoothing``)."""
-        track = self.tracks[track_id]
-        if track.probabilities is not None:
-            probabilities = self.smoothing * track.probabilities + (1 - self.smoothing) * probabilities
-        track.probabilities = probabilities
+        previous = self.smoothed.get(track_id)
+        if previous is not None:
+            probabilities = self.smoothing * previous + (1 - self.smoothing) * probabilities
+        self.smoothed[track_id] = probabilities
         return probabilities
+
+    def prune(self) -> None:
+        """Forget the smoothed probabilities of tracks that have ended."""
+        for k in [k for k in self.smoothed if k not in self.tracks]:
+            del self.smoothed[k]
