@@ -36,6 +36,7 @@ def test_folders_globs_and_manifests_name_their_videos(tmp_path):
         (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / name).write_bytes(b"x")
     assert is_collection(str(tmp_path / "data")) and not is_collection(str(tmp_path / "data" / "s02" / "still.jpg"))
+    assert not any(map(is_collection, ["0", "https://cam.example/live.mp4?user=a", "rtsp://cam/stream?x=1"]))
     assert [v.id for v in find_videos(str(tmp_path / "data"))] == ["s01__a", "s01__b", "s02__a"]
     assert len(find_videos(str(tmp_path / "data" / "*" / "a.mp4"))) == 2
     manifest = tmp_path / "list.csv"

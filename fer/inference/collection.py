@@ -42,6 +42,7 @@ from fer.files import write_json_atomically
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
 from fer.inference.settings import RecognizerSettings
+from fer.inference.sources import URL_PREFIXES
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,10 @@ def _with_ids(entries: list[tuple[str, str, dict[str, str]]]) -> list[Video]:
 
 
 def is_collection(source: str) -> bool:
-    """Whether ``source`` names a collection: a glob, a manifest file, or a folder holding videos."""
+    """Whether ``source`` names a collection: a glob, a manifest file, or a folder holding videos
+    (never a camera index or a stream address, ``?`` and all)."""
+    if source.isdigit() or source.startswith(URL_PREFIXES):
+        return False
     path = Path(source).expanduser()
     if any(c in source for c in "*?[") and not path.exists():
         return True

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 
 from fer.inference.outputs import Outputs, check_formats, draw
-from fer.inference.recognizer import EmotionRecognizer
+from fer.inference.recognizer import EmotionRecognizer, Face
 from fer.inference.sources import Frame, Source
 from fer.inference.timing import Clock
 
@@ -152,9 +153,8 @@ def run(
         progress: called after every frame with the frames done and the source's frame
             count (``None`` where unknown: cameras, streams).
         cancel: when set (by another thread), the run ends after the current frame.
-        batch_frames: throughput mode for files (not live sources): frames decoded ahead on a
-            thread and this many recognised at a time, their faces classified in one batch
-            (the same faces as one at a time); 1: each frame as it comes (realtime).
+        batch_frames: throughput mode for files: frames decoded ahead on a thread and this many
+            recognised at a time (the same faces); 1 (and live sources): realtime.
 
     Returns:
         The summary: frames, frames with a face, faces, dropped frames, skipped inputs, FPS,
@@ -163,114 +163,119 @@ def run(
 
     Raises:
         FileExistsError, FileNotFoundError, ValueError: see :class:`Source` and ``Outputs``.
-        RuntimeError: ``display=true`` without a display or a GUI build of OpenCV. OSError:
-        an output could not be written or the disk is full; the message names the file, and
-        what was written stays in the hidden ``.partial`` files.
+        RuntimeError: ``display=true`` without a display or a GUI build of OpenCV. OSError: an
+        output could not be written (what was written stays in the ``.partial`` files).
     """
     check_formats(predictions, video_format)
     window = _window(display)
     src = Source(source, live)
-    outputs: Outputs | None = None
+    loop = None
     try:
         outputs = Outputs(output_dir, src.is_video, predictions, save_media, overwrite, video_format)
-        outputs.open(recognizer.class_names)
-        recognizer.reset()
-        counts, clock = {"frames": 0, "frames_with_face": 0, "faces": 0}, Clock()
-        batch = 1 if src.live else max(1, batch_frames)
-        ended = _frames(recognizer, src, outputs, window, clock, counts, max_frames, progress, cancel, batch)
+        loop = _Loop(recognizer, src, outputs, window)
+        ended = loop.frames(max_frames, progress, cancel, 1 if src.live else max(1, batch_frames))
     finally:
         src.close()
-        if outputs is not None:
-            outputs.close()
+        if loop is not None:
+            loop.outputs.close()
         if window is not None:
             window.close()
     # the run ended cleanly (end, key, signal, max_frames): publish the outputs under their names
-    summary = _summary(recognizer, src, counts, clock, ended, source, output_dir)
-    outputs.publish(summary)
+    summary = loop.summary(ended, source, output_dir)
+    loop.outputs.publish(summary)
     return summary
 
 
-def _summary(
-    recognizer: EmotionRecognizer,
-    src: Source,
-    counts: dict[str, int],
-    clock: Clock,
-    ended: str,
-    source: str | int,
-    output_dir: str | Path,
-) -> dict[str, Any]:
-    """The run's summary (see :func:`run`), also logged in one line."""
-    times = recognizer.times
-    summary = {
-        "source": str(source),
-        "ended": ended,
-        **counts,
-        "dropped_frames": src.dropped,
-        "skipped": src.skipped,
-        "source_fps": src.fps if src.is_video else None,
-        "fps": counts["frames"] / max(clock.elapsed(), 1e-9),
-        "ms_per_stage": {s: 1000 * t / max(times.calls[s], 1) for s, t in times.seconds.items()},
-        "output_dir": str(output_dir),
-    }
-    log.info(
-        "%d frames, %d with a face, %d faces, %.1f FPS; per stage: %s; skipped: %s; ended: %s; outputs in %s",
-        counts["frames"], counts["frames_with_face"], counts["faces"], summary["fps"], times.summary(),
-        src.skipped or "none", ended, output_dir,
-    )  # fmt: skip
-    return summary
+@dataclass
+class _Loop:
+    """One run of :func:`run`: its collaborators, its clock and its counts."""
 
+    recognizer: EmotionRecognizer
+    src: Source
+    outputs: Outputs
+    window: Window | None
+    clock: Clock = field(default_factory=Clock)
+    counts: dict[str, int] = field(default_factory=lambda: {"frames": 0, "frames_with_face": 0, "faces": 0})
 
-def _frames(
-    recognizer: EmotionRecognizer,
-    src: Source,
-    outputs: Outputs,
-    window: Window | None,
-    clock: Clock,
-    counts: dict[str, int],
-    max_frames: int | None,
-    progress: Callable[[int, int | None], None] | None,
-    cancel: threading.Event | None,
-    batch_frames: int = 1,
-) -> str:
-    """The frame loop of :func:`run`: recognise, draw, write, show each frame; returns how it ended.
+    def __post_init__(self) -> None:
+        self.outputs.open(self.recognizer.class_names)
+        self.recognizer.reset()
 
-    With ``batch_frames`` > 1 frames are read ahead on a thread and recognised that many at a time.
-    """
-    times, state = recognizer.times, {"stop": None}
-    total = (src.declared_frames or None) if src.is_video else len(src.images)
-    frames = iter(src) if batch_frames == 1 else prefetched(src, 2 * batch_frames)
-    tick = time.perf_counter()
-    with _stop_on_signals(state), contextlib.closing(frames):
-        for batch in batched(frames, batch_frames, max_frames):
-            tick = times.add("decode", tick, calls=len(batch))
-            images = [frame.image for frame in batch]
-            if src.is_video:
-                found = recognizer.predict_frames(images)
-            else:
-                found = [recognizer.predict(image, track=False) for image in images]
-            tick = time.perf_counter()
-            for frame, faces in zip(batch, found):
-                counts["frames"] += 1
-                counts["frames_with_face"] += bool(faces)
-                counts["faces"] += len(faces)
-                draw(frame.image, faces, clock.fps if src.is_video else None)
-                tick = times.add("draw", tick)
-                outputs.write(frame, faces, src.fps)
-                tick = times.add("write", tick)
-                if window is not None:
-                    quit_, paused = window.show(frame.image, state)
+    def frames(
+        self,
+        max_frames: int | None,
+        progress: Callable[[int, int | None], None] | None,
+        cancel: threading.Event | None,
+        batch_frames: int,
+    ) -> str:
+        """Recognise, draw, write and show every frame; returns how the run ended.
+
+        With ``batch_frames`` > 1 frames are read ahead on a thread and recognised that many at a time.
+        """
+        src, state = self.src, {"stop": None}
+        total = (src.declared_frames or None) if src.is_video else len(src.images)
+        frames = iter(src) if batch_frames == 1 else prefetched(src, 2 * batch_frames)
+        tick = time.perf_counter()
+        with _stop_on_signals(state), contextlib.closing(frames):
+            for batch in batched(frames, batch_frames, max_frames):
+                tick = self.recognizer.times.add("decode", tick, calls=len(batch))
+                images = [frame.image for frame in batch]
+                if src.is_video:
+                    found = self.recognizer.predict_frames(images)
+                else:
+                    found = [self.recognizer.predict(image, track=False) for image in images]
+                tick = time.perf_counter()
+                for frame, faces in zip(batch, found):
+                    tick, quit_ = self._frame_done(frame, faces, tick, state)
                     if quit_:
                         return "key"
-                    clock.pause(paused)  # the pause counts neither in FPS nor in any stage
-                    tick += paused
-                if progress is not None:
-                    progress(counts["frames"], total)
-                clock.frame_done(tick)
-                if state["stop"] or (cancel is not None and cancel.is_set()):
-                    return state["stop"] or "cancelled"
-                if max_frames and counts["frames"] >= max_frames:
-                    return "max_frames"
-    return "end of source"
+                    if progress is not None:
+                        progress(self.counts["frames"], total)
+                    if state["stop"] or (cancel is not None and cancel.is_set()):
+                        return state["stop"] or "cancelled"
+                    if max_frames and self.counts["frames"] >= max_frames:
+                        return "max_frames"
+        return "end of source"
+
+    def _frame_done(self, frame: Frame, faces: list[Face], tick: float, state: dict[str, Any]) -> tuple[float, bool]:
+        """Count, draw, write and show one recognised frame; returns the time and whether the user quit."""
+        times = self.recognizer.times
+        self.counts["frames"] += 1
+        self.counts["frames_with_face"] += bool(faces)
+        self.counts["faces"] += len(faces)
+        draw(frame.image, faces, self.clock.fps if self.src.is_video else None)
+        tick = times.add("draw", tick)
+        self.outputs.write(frame, faces, self.src.fps)
+        tick = times.add("write", tick)
+        if self.window is not None:
+            quit_, paused = self.window.show(frame.image, state)
+            if quit_:
+                return tick, True
+            self.clock.pause(paused)  # the pause counts neither in FPS nor in any stage
+            tick += paused
+        self.clock.frame_done(tick)
+        return tick, False
+
+    def summary(self, ended: str, source: str | int, output_dir: str | Path) -> dict[str, Any]:
+        """The run's summary (see :func:`run`), also logged in one line."""
+        times, src, counts = self.recognizer.times, self.src, self.counts
+        summary = {
+            "source": str(source),
+            "ended": ended,
+            **counts,
+            "dropped_frames": src.dropped,
+            "skipped": src.skipped,
+            "source_fps": src.fps if src.is_video else None,
+            "fps": counts["frames"] / max(self.clock.elapsed(), 1e-9),
+            "ms_per_stage": {s: 1000 * t / max(times.calls[s], 1) for s, t in times.seconds.items()},
+            "output_dir": str(output_dir),
+        }
+        log.info(
+            "%d frames, %d with a face, %d faces, %.1f FPS; per stage: %s; skipped: %s; ended: %s; outputs in %s",
+            counts["frames"], counts["frames_with_face"], counts["faces"], summary["fps"], times.summary(),
+            src.skipped or "none", ended, output_dir,
+        )  # fmt: skip
+        return summary
 
 
 def batched(frames: Iterator[Frame], size: int, limit: int | None = None) -> Iterator[list[Frame]]:
