@@ -8,8 +8,8 @@ and analyses it as ``infer.py source=<folder> save_media=false`` does, three way
 fresh folder: realtime mode (``batch_frames=1``), throughput mode (``batch_frames=16``), and
 throughput mode as two shards run at once (``shard=0/1 shards=2``, one thread each). Prints
 frames per second of each (frames over wall time), the ratios, and for throughput mode the
-FPS of the first and last four videos (one of each source) and the resident memory after the first and
-the last video (cost linear in frames, memory flat).
+FPS of the first and last four videos (one of each source) and the resident memory after the
+first four and after all (cost linear in frames, memory flat).
 """
 
 from __future__ import annotations
@@ -87,14 +87,12 @@ def main() -> None:
             ("throughput mode, 2 shards of 1 thread", sharded),
         ]:
             print(f"{name}: {total} frames in {seconds:.0f} s, {total / seconds:.1f} FPS ({realtime / seconds:.2f}x)")
-        fps = [f for _, f in frames(tmp / "b")]
-        quarter = max(1, len(fps) // 4)
-        print(f"throughput mode, mean FPS of the first / last {quarter} videos: "
-              f"{sum(fps[:quarter]) / quarter:.1f} / {sum(fps[-quarter:]) / quarter:.1f}")  # fmt: skip
-        if memory:
-            print(
-                f"throughput mode, resident memory after the first / last video: {memory[0]:.0f} / {memory[-1]:.0f} MiB"
-            )
+        fps, n = [f for _, f in frames(tmp / "b")], len(SOURCES)  # the first and last n: one of each source
+        first, last = sum(fps[:n]) / n, sum(fps[-n:]) / n
+        print(f"throughput mode, mean FPS of the first / last {n} videos: {first:.1f} / {last:.1f}")
+        if len(memory) > n:
+            first, last = memory[n - 1], memory[-1]
+            print(f"throughput mode, resident memory after the first {n} / all videos: {first:.0f} / {last:.0f} MiB")
 
 
 if __name__ == "__main__":
