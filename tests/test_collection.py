@@ -159,3 +159,23 @@ def test_throughput_mode_on_cuda(tmp_path):
     recognizer = EmotionRecognizer(device="cuda")
     summary = run(recognizer, need(VIDEOS / "single_face.mp4"), tmp_path, display=False, batch_frames=64)
     assert summary["frames_with_face"] == 72
+
+
+@pytest.mark.slow
+def test_a_multirun_over_shards_fills_one_folder_and_slurm_composes(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from fer.config import register_configs, register_resolvers
+
+    manifest, out = _collection(tmp_path), tmp_path / "out"
+    sweep = ["-m", f"source={manifest}", f"output_dir={out}", "shard=range(0,2)", "shards=2"]
+    command = [sys.executable, "infer.py", *sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}", "save_media=false"]
+    result = subprocess.run([*command, "recognizer.detector=haar", "max_frames=10"], cwd=ROOT, capture_output=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "collection.json").read_text())  # the last shard's merge saw both
+    assert (summary["done"], len(summary["failed"]), summary["to_do"]) == (5, 1, 0)
+    register_resolvers()
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("infer", ["hydra/launcher=slurm", "shard=3", "shards=8"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and (cfg.shard, cfg.shards) == (3, 8)
