@@ -37,7 +37,7 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """An ONNX graph written by :func:`fer.checkpoint.export_onnx`, run by onnxruntime.
+    """An ONNX graph written by :func:`fer.export.export_onnx`, run by onnxruntime.
 
     Args:
         path: the ``.onnx`` file; its metadata gives the class names and input settings.
