@@ -25,7 +25,7 @@ class FrameAverage(FrameModel):
         frame_net: an image classifier's config (a ``fer.models`` target), built with this
             model's ``num_classes``, ``in_channels`` and ``input_size``.
             ``model.net.pretrained=PATH`` starts it from a trained image classifier, class
-            rows matched by name (:func:`fer.checkpoint.transfer_weights`).
+            rows matched by name (:func:`fer.training.transfer.transfer_weights`).
         num_classes: outputs.
         in_channels, input_size: frame channels and side, for a ``frame_net`` config.
         clip_length: frames per clip in training; ``infer.py`` classifies each face over a
