@@ -176,7 +176,7 @@ class EmotionRecognizer:
             located.append((detections, ids))
             spent += time.perf_counter() - start
             self.frame_index += 1
-        start = time.perf_counter() - spent
+        start = time.perf_counter() - spent  # the stage counts each frame's locating and cropping too
         present = [x for x in inputs if len(x)]
         probabilities = self.probabilities(torch.cat(present) if present else torch.zeros(0))
         self.times.add("classify", start, calls=len(images_bgr))
@@ -211,10 +211,9 @@ class EmotionRecognizer:
         """The model's inputs for a frame's faces: crops ``(n, C, S, S)``, or clips ``(n, T, C, S, S)``
         of each track's window for clip models."""
         crops = self.crops(image_bgr, [d.box for d in detections])
-        if not self.clip_length:
+        if not self.clip_length or not len(crops):
             return crops
-        clips = [self.tracker.clip(k, c) for k, c in zip(ids, crops)]
-        return torch.stack(clips) if clips else crops.unsqueeze(1)[:, :0]
+        return torch.stack([self.tracker.clip(k, c) for k, c in zip(ids, crops)])
 
     def _faces(self, detections: list[Detection], ids: Any, probabilities: Any) -> list[Face]:
         """:class:`Face` records of detections, their ids and their probabilities ``(num_classes,)`` each."""

@@ -38,6 +38,7 @@ from typing import Any
 
 import anyio
 import cv2
+import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -203,13 +204,18 @@ class LiveSession:
         }
 
 
+async def _refuse(socket: WebSocket, detail: str) -> None:
+    """Tell an accepted socket's client why, then close it (policy violation)."""
+    await socket.send_json({"error": detail})
+    await socket.close(code=1008)
+
+
 async def _recognizer(socket: WebSocket, names: tuple[str, str]) -> EmotionRecognizer | None:
     """The pair's recognizer for a socket; on a load error the client is told and the socket closed."""
     try:
         return await anyio.to_thread.run_sync(_state(socket).recognizers.get, *names)
     except HTTPException as error:
-        await socket.send_json({"error": error.detail})
-        await socket.close(code=1008)
+        await _refuse(socket, error.detail)
         return None
 
 
@@ -220,8 +226,7 @@ async def live(socket: WebSocket, model: str | None = None, detector: str | None
     try:
         names = web.recognizers.resolve(model, detector)
     except HTTPException as error:
-        await socket.send_json({"error": error.detail})
-        await socket.close(code=1008)
+        await _refuse(socket, error.detail)
         return
     recognizer = await _recognizer(socket, names)
     if recognizer is None:
@@ -262,12 +267,11 @@ async def _store_upload(request: Request, folder: Path) -> Path:
     return path
 
 
-def recognize_image(recognizer: EmotionRecognizer, path: Path, name: str) -> dict[str, Any]:
-    """The faces of one image file: ``annotated.png`` and ``predictions.csv`` written beside it, the
-    original removed; returns the faces and the milliseconds of each stage (``recognizer`` is a
-    fresh fork, its stage timings this image's)."""
+def recognize_image(recognizer: EmotionRecognizer, image: np.ndarray, path: Path, name: str) -> dict[str, Any]:
+    """The faces of an uploaded image (decoded from ``path`` by the gate): ``annotated.png`` and
+    ``predictions.csv`` written beside it, the original removed; returns the faces and the
+    milliseconds of each stage (``recognizer`` is a fresh fork, its stage timings this image's)."""
     folder = path.parent
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # passed the gate (fer.web.images.sniff)
     try:
         faces = recognizer.predict(image, track=False)
     except RECOGNITION_ERRORS as error:
@@ -294,12 +298,12 @@ async def upload(request: Request, model: str | None = None, detector: str | Non
     shown = Path(name).name[:120] or "upload"
     try:
         path = await _store_upload(request, folder)
-        kind = await web.in_worker(sniff, path, web.limits)
-        if kind == "video":
+        image = await web.in_worker(sniff, path, web.limits)
+        if image is None:  # a video
             web.jobs.videos[job] = VideoJob(names, shown)
             return {"id": job, "kind": "video", "name": shown}
         recognizer = await anyio.to_thread.run_sync(web.recognizers.get, *names)
-        result = await web.in_worker(recognize_image, recognizer, path, shown)
+        result = await web.in_worker(recognize_image, recognizer, image, path, shown)
     except Rejected as error:
         web.jobs.remove(job)
         raise HTTPException(error.status, str(error)) from None
@@ -352,8 +356,7 @@ async def watch(socket: WebSocket, job: str) -> None:
     web = _state(socket)
     entry = web.jobs.videos.get(job)
     if entry is None or entry.started:
-        await socket.send_json({"error": "no such video job, or it is being watched already"})
-        await socket.close(code=1008)
+        await _refuse(socket, "no such video job, or it is being watched already")
         return
     entry.started = True
     recognizer = await _recognizer(socket, entry.names)

@@ -101,15 +101,15 @@ def check_video(path: Path, limits: ImageLimits) -> None:
         capture.release()
 
 
-def sniff(path: Path, limits: ImageLimits) -> str:
-    """``"image"`` or ``"video"`` by the file's content (never its name), checked against ``limits``.
+def sniff(path: Path, limits: ImageLimits) -> np.ndarray | None:
+    """An uploaded file judged by its content (never its name) and checked against ``limits``:
+    the decoded BGR image if it is an image, ``None`` if it is a video.
 
     Raises:
         Rejected: see :func:`decode_image` and :func:`check_video`.
     """
     data = path.read_bytes()  # at most web.max_upload_mb
     if declared_size(data) is not None:
-        decode_image(data, limits)
-        return "image"
+        return decode_image(data, limits)
     check_video(path, limits)
-    return "video"
+    return None
