@@ -34,10 +34,6 @@ def has_display() -> bool:
     return True
 
 
-class Stop(Exception):
-    """Raised by :func:`run`'s signal handlers between frames: SIGINT (Ctrl+C) or SIGTERM."""
-
-
 @contextmanager
 def _stop_on_signals(state: dict[str, Any]) -> Iterator[None]:
     """While inside, SIGINT and SIGTERM set ``state["stop"]`` to the signal's name (main thread only)."""
