@@ -266,8 +266,8 @@ def test_scene_cuts_end_tracks_and_one_person_keeps_one_id():
 def test_auto_takes_blazeface_front_for_streams_and_full_range_for_photos(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no S3FD weights cached
     recognizer = EmotionRecognizer(device="cpu")
-    assert recognizer.detector.detector.back_model is False
-    assert recognizer.still_detector.detector.back_model is True
+    assert recognizer.detector.back_model is False
+    assert recognizer.still_detector.back_model is True
     import cv2
 
     photo = cv2.imread(str(need(PHOTOS / "multi_face.jpg")))

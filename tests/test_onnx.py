@@ -9,7 +9,7 @@ import torch
 
 from fer.checkpoint import CheckpointError, load_predictor
 from fer.data import FER2013DataModule
-from fer.export import export_onnx
+from fer.export import export_onnx, quantized_onnx
 from fer.export import main as export_main
 from fer.face.crops import preprocess
 from fer.face.detection import BlazeFaceDetector, blazeface_files, export_blazeface_onnx
@@ -108,7 +108,7 @@ def test_recognizer_on_onnxruntime_gives_the_same_faces(tmp_path):
     cache = tmp_path / "cache"
     results = {}
     for backend in ("torch", "onnxruntime"):
-        recognizer = EmotionRecognizer(detector="haar", device="cpu", backend=backend, onnx_cache=cache)
+        recognizer = EmotionRecognizer(detector="haar", device="cpu", backend=backend, onnx_cache=cache, int8=False)
         run(recognizer, video, tmp_path / backend, display=False, predictions="jsonl")
         lines = (tmp_path / backend / "predictions.jsonl").read_text().splitlines()
         results[backend] = [json.loads(line) for line in lines]
@@ -124,7 +124,7 @@ def test_recognizer_on_onnxruntime_gives_the_same_faces(tmp_path):
 
 
 @pytest.mark.slow
-def test_shipped_model_on_the_full_privatetest_through_onnxruntime(shipped_onnx):
+def test_shipped_model_on_the_full_privatetest_through_onnxruntime(shipped_onnx, tmp_path):
     dm = FER2013DataModule(str(need(FER2013_CSV)), batch_size=512)
     dm.setup()
     images, labels = dm.splits["test"].tensors
@@ -139,6 +139,10 @@ def test_shipped_model_on_the_full_privatetest_through_onnxruntime(shipped_onnx)
     onnx_correct = int((torch.from_numpy(onnx_pred) == labels).sum())
     torch_correct = int((torch_pred == labels).sum())
     assert abs(onnx_correct - torch_correct) <= 1, (onnx_correct, torch_correct)
+    int8 = OnnxBackend(quantized_onnx(shipped_model(), tmp_path / "int8.onnx"))  # the default on a CPU
+    int8_pred = np.concatenate([int8(preprocess(images[k : k + 512])).argmax(1) for k in range(0, len(labels), 512)])
+    int8_correct = int((torch.from_numpy(int8_pred) == labels).sum())
+    assert abs(int8_correct - torch_correct) <= 18, (int8_correct, torch_correct)  # within half a point
     assert 0.721 < torch_correct / 3589 < 0.731  # its model card: 2,607 of 3,589 (72.64 %); the deep CNN 69.46 %
 
 

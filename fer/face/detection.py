@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from fer.face.blazeface import BlazeFaceOnnx
 from fer.face.fan_weights import ensure_face_alignment_files, missing_face_alignment_files
 from fer.face.landmarks import FaceAlignmentLandmarks, make_landmarker
 
@@ -97,14 +98,14 @@ class DlibDetector:
 
 
 class BlazeFaceDetector:
-    """BlazeFace through face-alignment, with the weights shipped in the package.
+    """BlazeFace with the weights shipped in the package: on the CPU its ONNX graph with NumPy
+    preparation and decoding (:class:`~fer.face.blazeface.BlazeFaceOnnx`), on CUDA face-alignment's
+    PyTorch detector.
 
     face-alignment's BlazeFace sees only the centre square of an image; here the image is
     padded to a square first (below and right, so boxes keep their coordinates), so faces
-    anywhere in a wide frame are found. face-alignment prepares the image and decodes and
-    merges the boxes; the network itself runs in PyTorch or, on the CPU, in onnxruntime
-    on the graph shipped beside the weights (:func:`export_blazeface_onnx` wrote it; the
-    same outputs to 1e-4).
+    anywhere in a wide frame are found. Both runtimes give the same boxes (the graph, written
+    by :func:`export_blazeface_onnx`, the same outputs to 1e-4; the decoding face-alignment's).
 
     Args:
         device: ``"cuda"`` or ``"cpu"``.
@@ -130,17 +131,19 @@ class BlazeFaceDetector:
         if runtime not in ("auto", "onnxruntime", "torch"):
             raise ValueError(f"runtime must be auto, onnxruntime or torch, not {runtime!r}")
         weights, anchors, graph = blazeface_files(back_model)
+        self.back_model = back_model
+        self.runtime = "onnxruntime" if runtime == "onnxruntime" or (runtime == "auto" and device == "cpu") else "torch"
+        if self.runtime == "onnxruntime":
+            self.onnx = BlazeFaceOnnx(graph, np.load(anchors), min_score, torch.get_num_threads())
+            return
         self.detector = FABlazeFace(
             device, back_model=back_model, path_to_detector=str(weights), path_to_anchor=str(anchors),
             min_score_thresh=min_score,
         )  # fmt: skip
-        self.runtime = "torch"
-        if runtime == "onnxruntime" or (runtime == "auto" and device == "cpu"):
-            # face-alignment calls the module; its forward becomes the onnxruntime session
-            self.detector.face_detector.forward = OnnxForward(graph)
-            self.runtime = "onnxruntime"
 
     def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
+        if self.runtime == "onnxruntime":
+            return [Detection(face[:4], float(face[4])) for face in self.onnx(image_bgr)]
         h, w = image_bgr.shape[:2]
         side = max(h, w)
         rgb = np.zeros((side, side, 3), np.uint8)
@@ -155,23 +158,6 @@ def blazeface_files(back_model: bool = True) -> tuple[Path, Path, Path]:
     stem = "back" if back_model else ""
     folder = Path(str(BLAZEFACE_DIR))
     return folder / f"blazeface{stem}.pth", folder / f"anchors{stem}.npy", folder / f"blazeface{stem}.onnx"
-
-
-class OnnxForward:
-    """A network's forward pass as an onnxruntime session: float ``(B, 3, S, S)`` in, the graph's outputs
-    as torch tensors out. Its intra-op threads follow torch's (the thread budget of ``infer.py``)."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = self.session.run(None, {self.input_name: x.float().cpu().numpy()})
-        return [torch.from_numpy(o) for o in outputs]
 
 
 def export_blazeface_onnx(back_model: bool, target: str | Path) -> Path:
