@@ -1,4 +1,4 @@
-"""Milliseconds a face of every shipped model, PyTorch eager and onnxruntime, in one run.
+"""Milliseconds a face of every shipped model, PyTorch eager and onnxruntime (float32 and int8), in one run.
 
     python benchmarks/shipped_models.py [--threads 2] [--repeat 100]
 
@@ -18,7 +18,7 @@ import torch
 from onnx_backend import latency_ms  # this folder is on the path when run as a script
 
 from fer.device import fast_precision, set_thread_budget
-from fer.export import export_onnx
+from fer.export import export_onnx, quantized_onnx
 from fer.inference.backends import OnnxBackend, TorchBackend
 from fer.shipped import SHIPPED_MODELS
 
@@ -30,13 +30,15 @@ def main() -> None:
     args = parser.parse_args()
     set_thread_budget(args.threads)
     print(f"{args.threads} thread(s); CPU bf16: {fast_precision('cpu') == 'bf16-mixed'} (inference runs in fp32)")
-    print("| model | torch eager, ms a face | onnxruntime, ms a face |\n|---|---|---|")
+    print("| model | torch eager | onnxruntime fp32 | onnxruntime int8 |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, entry in SHIPPED_MODELS.items():
             x = torch.randn(1, entry.input["channels"], entry.input["size"], entry.input["size"])
             eager, _ = latency_ms(TorchBackend(entry.path), x, args.repeat)
-            onnx, _ = latency_ms(OnnxBackend(export_onnx(entry.path, Path(tmp) / f"{name}.onnx")), x, args.repeat)
-            print(f"| {name} | {eager:.1f} | {onnx:.1f} |", flush=True)
+            fp32_graph, int8_graph = Path(tmp) / f"{name}.onnx", Path(tmp) / f"{name}_int8.onnx"
+            onnx, _ = latency_ms(OnnxBackend(export_onnx(entry.path, fp32_graph)), x, args.repeat)
+            int8, _ = latency_ms(OnnxBackend(quantized_onnx(entry.path, int8_graph)), x, args.repeat)
+            print(f"| {name} | {eager:.1f} | {onnx:.1f} | {int8:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +12,22 @@ import numpy as np
 import torch
 
 from fer.checkpoint import CheckpointError, load_predictor
-from fer.export import export_onnx
+from fer.export import export_onnx, quantized_onnx
 from fer.shipped import shipped_model
+
+log = logging.getLogger(__name__)
 
 
 class TorchBackend:
-    """An :class:`~fer.predictor.ExpressionPredictor` on ``device`` (half precision on CUDA).
+    """An :class:`~fer.predictor.ExpressionPredictor` on ``device`` (half precision on CUDA), with the
+    checkpoint's test-time views or ``views`` (see :func:`~fer.checkpoint.load_predictor`).
 
     Attributes:
         class_names: one name per output. settings: see :func:`fer.checkpoint.input_settings`.
     """
 
-    def __init__(self, ckpt_path: str | Path | None, device: str = "cpu") -> None:
-        model, self.settings = load_predictor(ckpt_path)
+    def __init__(self, ckpt_path: str | Path | None, device: str = "cpu", views: dict[str, Any] | None = None) -> None:
+        model, self.settings = load_predictor(ckpt_path, views)
         self.model = model.to(device)
         if device.startswith("cuda"):
             self.model = self.model.half()
@@ -51,7 +55,7 @@ class OnnxBackend:
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
         import onnxruntime as ort
 
-        path = Path(path)
+        self.path = path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
         available = ort.get_available_providers()
@@ -85,34 +89,74 @@ class OnnxBackend:
         return probabilities
 
 
-def onnx_for(ckpt_path: str | Path | None, cache_dir: str | Path) -> Path:
-    """The ONNX graph of a checkpoint, exported once into ``cache_dir`` (named by the file's SHA-1)."""
+def onnx_for(
+    ckpt_path: str | Path | None, cache_dir: str | Path, views: dict[str, Any] | None = None, int8: bool = False
+) -> Path:
+    """The ONNX graph of a checkpoint (with ``views`` replacing its test-time views; ``int8``: quantised
+    by :func:`fer.export.quantized_onnx`), made once into ``cache_dir``, named by the file's SHA-1,
+    the views and the precision.
+
+    Raises:
+        FileNotFoundError: no such checkpoint. ImportError: the exporter's packages are missing.
+        CheckpointError: the exporter or the quantiser cannot translate the network. ValueError: ``int8``
+        for a model that does not take 48x48 grey faces.
+    """
     path = shipped_model() if ckpt_path is None else Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
-    target = Path(cache_dir) / f"{path.stem}_{digest}.onnx"
+    digest = hashlib.sha1(path.read_bytes() + json.dumps(views or {}, sort_keys=True).encode()).hexdigest()[:16]
+    target = Path(cache_dir) / f"{path.stem}_{digest}{'_int8' if int8 else ''}.onnx"
     if not target.exists():
-        export_onnx(path, target)
+        log.info("Exporting %s to ONNX%s once, into %s", path, " (int8)" if int8 else "", target)
+        (quantized_onnx if int8 else export_onnx)(path, target, views=views)
     return target
 
 
 def make_backend(
     ckpt_path: str | Path | None,
-    backend: str = "torch",
+    backend: str = "auto",
     device: str = "cpu",
     onnx_cache: str | Path = "outputs/cache/onnx",
+    views: dict[str, Any] | None = None,
+    int8: bool = False,
 ) -> TorchBackend | OnnxBackend:
-    """``"torch"`` or ``"onnxruntime"`` (an ``.onnx`` file as it is; a checkpoint exported on the fly, cached).
+    """The classifier of a checkpoint or ``.onnx`` graph on one runtime.
+
+    Args:
+        backend: ``"onnxruntime"`` (an ``.onnx`` file as it is; a checkpoint exported on the
+            fly into ``onnx_cache``), ``"torch"``, or ``"auto"``: onnxruntime on the CPU (it
+            runs the shipped networks faster than PyTorch eager; ``benchmarks/frontier.py``),
+            PyTorch on CUDA and where the network cannot be exported.
+        views: test-time views replacing the checkpoint's (``{"tta_flip": False}``); not for ``.onnx`` files.
+        int8: a checkpoint on onnxruntime runs as its int8 graph (see :func:`onnx_for`), or in
+            float32 where it cannot be quantised (logged).
 
     Raises:
-        ValueError: unknown backend; a ``.onnx`` file with ``backend="torch"``.
+        ValueError: unknown backend; a ``.onnx`` file with ``backend="torch"`` or with ``views``.
     """
     is_onnx = ckpt_path is not None and Path(ckpt_path).suffix == ".onnx"
+    automatic = backend == "auto"
+    if automatic:
+        backend = "onnxruntime" if is_onnx or not device.startswith("cuda") else "torch"
+    if is_onnx and views:
+        raise ValueError(f"{ckpt_path}: an ONNX graph's test-time views are fixed at export; export it again")
     if backend == "torch":
         if is_onnx:
             raise ValueError(f"{ckpt_path}: an ONNX graph runs with backend=onnxruntime")
-        return TorchBackend(ckpt_path, device)
-    if backend == "onnxruntime":
-        return OnnxBackend(ckpt_path if is_onnx else onnx_for(ckpt_path, onnx_cache), device)
-    raise ValueError(f"unknown backend {backend!r}; use torch or onnxruntime")
+        return TorchBackend(ckpt_path, device, views)
+    if backend != "onnxruntime":
+        raise ValueError(f"unknown backend {backend!r}; use auto, torch or onnxruntime")
+    if is_onnx:
+        return OnnxBackend(ckpt_path, device)
+    if int8:
+        try:
+            return OnnxBackend(onnx_for(ckpt_path, onnx_cache, views, int8=True), device)
+        except (CheckpointError, ValueError) as error:
+            log.warning("Classifying in float32: no int8 graph of %s (%s)", ckpt_path or "the default model", error)
+    try:
+        return OnnxBackend(onnx_for(ckpt_path, onnx_cache, views), device)
+    except (CheckpointError, ImportError) as error:  # a network the exporter cannot translate, or no exporter
+        if not automatic:
+            raise
+        log.warning("Classifying in PyTorch: no ONNX graph of %s (%s)", ckpt_path or "the default model", error)
+        return TorchBackend(ckpt_path, device, views)

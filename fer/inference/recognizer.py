@@ -77,7 +77,8 @@ class EmotionRecognizer:
             overrides["detector"] = detector
         self.config = s = dataclasses.replace(settings or RecognizerSettings(), **overrides)
         self.device = resolve_device(s.device)
-        self.backend = make_backend(ckpt_path, s.backend, self.device, s.onnx_cache)
+        views = None if s.flip is None else {"tta_flip": s.flip}
+        self.backend = make_backend(ckpt_path, s.backend, self.device, s.onnx_cache, views, s.int8)
         self.settings = self.backend.settings
         if self.settings["kind"] == "features":
             raise CheckpointError(
@@ -164,27 +165,31 @@ class EmotionRecognizer:
         """The faces of consecutive frames of one stream, every face of them classified in one batch.
 
         Detection may be skipped (``detect_every``), faces keep their ids across frames and
-        calls, probabilities are smoothed per track in frame order, and a clip model
+        calls, a tracked face may be classified every few frames only (``classify_every``),
+        probabilities are smoothed per track in frame order, and a clip model
         classifies each face over a sliding window of its last ``clip_length`` crops (padded
         with the oldest while the window fills). Predicting frames one call each or many in
         one call gives the same faces; many at once is faster where the classifier batches.
         """
         located, inputs, spent = [], [], 0.0
+        every = 1 if self.clip_length else self.config.classify_every
         for image in images_bgr:
             detections, ids, start = self._locate(image)
-            inputs.append(self._inputs(image, detections, ids))
-            located.append((detections, ids))
+            due = [self.tracker.due(k, self.frame_index, every) for k in ids]
+            inputs.append(self._inputs(image, [d for d, x in zip(detections, due) if x], ids))
+            located.append((detections, ids, due))
             spent += time.perf_counter() - start
             self.frame_index += 1
         start = time.perf_counter() - spent  # the stage counts each frame's locating and cropping too
         present = [x for x in inputs if len(x)]
-        probabilities = self.probabilities(torch.cat(present) if present else torch.zeros(0))
+        probabilities = iter(self.probabilities(torch.cat(present) if present else torch.zeros(0)))
         self.times.add("classify", start, calls=len(images_bgr))
-        faces, k = [], 0
-        for detections, ids in located:
-            smoothed = [self.tracker.smooth(i, p) for i, p in zip(ids, probabilities[k : k + len(ids)])]
+        faces = []
+        for detections, ids, due in located:  # in frame order: a face skipped keeps what its last frame gave
+            smoothed = [
+                self.tracker.smooth(k, next(probabilities)) if x else self.tracker.smoothed[k] for k, x in zip(ids, due)
+            ]
             faces.append(self._faces(detections, ids, smoothed))
-            k += len(ids)
         self.tracker.prune()
         return faces
 

@@ -19,8 +19,14 @@ class RecognizerSettings:
             ``blazeface_front``, ``sfd``, ``dlib`` or ``haar``
             (:func:`~fer.face.detection.make_detectors`).
         device: ``auto``, ``cuda`` or ``cpu``.
-        backend: ``torch`` or ``onnxruntime`` (an ``.onnx`` file, or a checkpoint exported on
-            the fly into ``onnx_cache``; see :mod:`fer.inference.backends`).
+        backend: ``auto`` (onnxruntime on the CPU, PyTorch on CUDA), ``torch`` or ``onnxruntime``
+            (an ``.onnx`` file, or a checkpoint exported on the fly into ``onnx_cache``; see
+            :func:`fer.inference.backends.make_backend`).
+        int8: on onnxruntime a checkpoint runs as its int8 graph (static QDQ, calibrated on the
+            FER-2013 faces shipped with the package; see :func:`fer.export.quantized_onnx`),
+            float32 where it cannot be quantised.
+        flip: average each face with its mirror (``None``: as the model was tested; ``False``
+            halves the classifier's cost).
         onnx_cache: folder of the graphs exported on the fly.
         min_score: detections scoring below this are dropped (detectors with scores).
         download: let S3FD and 2D-FAN fetch their weights on first use (short timeout).
@@ -29,6 +35,8 @@ class RecognizerSettings:
             fixed square), else 0.5.
         detect_every: run the detector every N frames of a stream; in between, faces keep
             their tracked boxes and are classified again.
+        classify_every: classify a tracked face of a stream every N frames; in between it keeps
+            its smoothed probabilities (a new face is classified at once; image models only).
         max_image_side: a still image is searched in a copy whose longest side is at most
             this many pixels (>= 32).
         margin: crop margin around the detected box, a fraction of its side
@@ -43,18 +51,21 @@ class RecognizerSettings:
             0.6: the new frame counts 40 %).
 
     Raises:
-        ValueError: ``detect_scale``, ``detect_every``, ``max_image_side``, ``smoothing``,
+        ValueError: ``detect_scale``, ``detect_every``, ``classify_every``, ``max_image_side``, ``smoothing``,
             ``hold`` or ``max_age`` out of range.
     """
 
     detector: str = "auto"
     device: str = "auto"
-    backend: str = "torch"
+    backend: str = "auto"
+    int8: bool = True
+    flip: bool | None = None
     onnx_cache: str = "outputs/cache/onnx"
     min_score: float = 0.5
     download: bool = True
     detect_scale: float | None = None
     detect_every: int = 1
+    classify_every: int = 1
     max_image_side: int = 1920
     margin: float = 0.1
     landmarks: bool = False
@@ -68,9 +79,10 @@ class RecognizerSettings:
             raise ValueError(f"detect_scale must be in (0, 1], not {self.detect_scale}")
         if self.max_image_side < 32:
             raise ValueError(f"max_image_side must be at least 32 pixels, not {self.max_image_side}")
-        if self.detect_every < 1 or self.hold < 0 or self.max_age < 0:
+        if self.detect_every < 1 or self.classify_every < 1 or self.hold < 0 or self.max_age < 0:
             raise ValueError(
-                f"detect_every must be >= 1, hold and max_age >= 0: {self.detect_every}, {self.hold}, {self.max_age}"
+                "detect_every and classify_every must be >= 1, hold and max_age >= 0: "
+                f"{self.detect_every}, {self.classify_every}, {self.hold}, {self.max_age}"
             )
         if not 0 <= self.smoothing < 1:
             raise ValueError(f"smoothing must be in [0, 1), not {self.smoothing}")

@@ -78,6 +78,7 @@ class Tracker:
         smoothed: each track's smoothed probabilities by id, kept apart from :attr:`tracks` so
             that frames located ahead (a batch) can still be smoothed after their track ended;
             ids are never reused, and :meth:`prune` drops those of ended tracks.
+        classified: the frame each track's face was last classified in (see :meth:`due`).
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class Tracker:
         """Forget every track and the last frame; ids start at 1 again."""
         self.tracks: dict[int, Track] = {}
         self.smoothed: dict[int, np.ndarray] = {}
+        self.classified: dict[int, int] = {}
         self.next_id, self.cuts = 1, 0
         self._thumbnail: np.ndarray | None = None
 
@@ -152,7 +154,18 @@ class Tracker:
         self.smoothed[track_id] = probabilities
         return probabilities
 
+    def due(self, track_id: int, frame: int, every: int) -> bool:
+        """Whether a track's face is to be classified in frame number ``frame``: its first frame, then
+        every ``every``-th (in between it keeps its smoothed probabilities); marks it classified if so."""
+        last = self.classified.get(track_id)
+        if last is not None and frame - last < every:
+            return False
+        self.classified[track_id] = frame
+        return True
+
     def prune(self) -> None:
-        """Forget the smoothed probabilities of tracks that have ended."""
+        """Forget the smoothed probabilities and classification frames of tracks that have ended."""
         for k in [k for k in self.smoothed if k not in self.tracks]:
             del self.smoothed[k]
+        for k in [k for k in self.classified if k not in self.tracks]:
+            del self.classified[k]
