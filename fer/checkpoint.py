@@ -133,7 +133,8 @@ def predictor_arguments(
     net = network_config(checkpoint, path)
     hparams = checkpoint["hyper_parameters"]
     check_views(**(views or {}))
-    kept = {k: hparams[k] for k in (*VIEWS, "crop", "channels_last") if k in hparams} | dict(views or {})
+    kept = {k: hparams[k] for k in (*VIEWS, "crop", "channels_last", "temperature") if k in hparams}
+    kept |= dict(views or {})
     return {"net": net, "class_names": list(hparams["class_names"]), **kept}
 
 
@@ -213,3 +214,28 @@ def pretrained_network(
         raise CheckpointError(f"{path}: a {kind} model; only image models are pretrained networks")
     ten_crop = bool(predictor.crop and predictor.ten_crop)
     return predictor.net_config, predictor.net.state_dict(), predictor.class_names, predictor.crop, ten_crop
+
+
+def write_temperature(source: str | Path, target: str | Path, temperature: float, overwrite: bool = False) -> Path:
+    """A copy of a checkpoint whose predictor divides its logits by ``temperature`` (the hyper-parameter
+    ``temperature``, see :class:`~fer.predictor.ExpressionPredictor`); everything else is kept as stored
+    (int8 weights stay int8). Written to a partial file first, so ``target`` is whole or untouched.
+
+    Raises:
+        FileExistsError: ``target`` exists and not ``overwrite``. FileNotFoundError, CheckpointError: see
+        :func:`read_checkpoint`; also a checkpoint without hyper-parameters. ValueError: ``temperature`` <= 0.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be above 0, not {temperature}")
+    read_checkpoint(source)  # checked as every reader checks it
+    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint.get("hyper_parameters"), dict):
+        raise CheckpointError(f"{source}: no hyper_parameters to hold a temperature")
+    checkpoint["hyper_parameters"]["temperature"] = float(temperature)
+    partial = target.with_name(f".{target.name}.partial")
+    torch.save(checkpoint, partial)
+    partial.replace(target)
+    return target

@@ -67,9 +67,13 @@ class ExpressionPredictor(nn.Module):
             in test and predict, validation keeps the centre crop at a fifth of the cost.
         channels_last: run the network in channels-last memory format (faster convolutions
             on recent CPUs and GPUs); ``None``: where the network has 2-D convolutions.
+        temperature: each view's logits are divided by this before its softmax (temperature
+            scaling, Guo et al. 2017, fitted on the validation split by :mod:`fer.calibration`;
+            1: as trained). It changes probabilities, never the most probable class of one view.
 
     Raises:
-        ValueError: views :func:`check_views` refuses; a network config outside ``fer.models``.
+        ValueError: views :func:`check_views` refuses; a temperature not above 0; a network
+        config outside ``fer.models``.
 
     Attributes:
         net_config: the network's config, where it was given as one (else ``None``).
@@ -87,9 +91,13 @@ class ExpressionPredictor(nn.Module):
         crop: int | None = None,
         ten_crop: bool | str = False,
         channels_last: bool | None = None,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         check_views(tta_flip, tta_shift, tta_rotate, ten_crop)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be above 0, not {temperature}")
+        self.temperature = float(temperature)
         self.net_config = None if isinstance(net, nn.Module) else dict(net)
         self.net = net if isinstance(net, nn.Module) else build_network(net)
         self.class_names = list(class_names)
@@ -130,12 +138,14 @@ class ExpressionPredictor(nn.Module):
         return views
 
     def view_logits(self, x: torch.Tensor, stage: str = "test") -> torch.Tensor:
-        """Logits ``(B, num_classes)`` over the test-time views of ``x``: the log of the mean of their softmaxes."""
+        """Logits ``(B, num_classes)`` over the test-time views of ``x``: the log of the mean of their
+        softmaxes, each view's logits divided by :attr:`temperature`."""
         views = self.views(x, stage)
         if len(views) == 1:
-            return self(views[0])
+            return self(views[0]) / self.temperature
         # every view in one batch
-        logs = self(torch.cat(views)).float().log_softmax(-1).unflatten(0, (len(views), -1))
+        logits = self(torch.cat(views)).float() / self.temperature
+        logs = logits.log_softmax(-1).unflatten(0, (len(views), -1))
         return logs.logsumexp(0) - torch.log(torch.tensor(float(len(views))))
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,9 +31,12 @@ class ShippedModel:
         classes: class names in output order.
         input: ``size`` (pixels), ``channels``, ``mean`` and ``std`` (of ``grey / 255``).
         views: the test-time views it uses (``tta_flip``, ``tta_shift``, ``tta_rotate``, ``ten_crop``).
-        metrics: ``split``, ``accuracy`` and ``macro_f1`` (fractions), ``command``.
-        ms_per_face: milliseconds a face by backend (``torch``, ``onnxruntime``), measured as
-            :data:`TIMING` says.
+        metrics: ``split``, ``accuracy`` and ``macro_f1`` (fractions), ``command``; the stored
+            ``temperature`` (:mod:`fer.calibration`), the test split's expected calibration error
+            with it (``ece``, 15 bins) and without (``ece_uncalibrated``), its ``nll``, and the
+            ``calibration_command``.
+        ms_per_face: milliseconds a face by backend (``torch``, ``onnxruntime``, and ``int8``: its
+            int8 graph in onnxruntime, the default on a CPU), measured as :data:`TIMING` says.
         summary: one line for tables.
     """
 
@@ -83,16 +86,17 @@ def shipped_model(name: str | None = None) -> Path:
 def markdown_table() -> str:
     """The shipped models as the README's Markdown table."""
     rows = [
-        "| `model_name` | file | data | classes | accuracy | macro-F1 | ms a face (torch / onnxruntime) | card |",
-        "|---|---|---|---|---|---|---|---|",
+        "| `model_name` | file | data | classes | accuracy | macro-F1 | ECE "
+        "| ms a face (torch / onnxruntime fp32 / int8) | card |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in SHIPPED_MODELS.values():
         score = f"{100 * m.metrics['accuracy']:.2f} % ({m.metrics['split']})"
-        ms = f"{m.ms_per_face['torch']:.1f} / {m.ms_per_face['onnxruntime']:.1f}"
+        ms = " / ".join(f"{m.ms_per_face[k]:.1f}" for k in ("torch", "onnxruntime", "int8"))
         card = f"[{m.summary}](fer/weights/{m.card})"
         rows.append(
             f"| `{m.name}` | `{m.file}` | {m.data} | {len(m.classes)} | {score} | {m.metrics['macro_f1']:.3f} "
-            f"| {ms} | {card} |"
+            f"| {m.metrics['ece']:.3f} | {ms} | {card} |"
         )
     return "\n".join(rows) + f"\n\nms a face: {TIMING}."
 

@@ -25,6 +25,7 @@ LAYERS = {
     "fer.training": 6,
     "fer.inference": 6,
     "fer.evaluate": 6,
+    "fer.calibration": 6,
     "fer.web": 7,
     "fer.config": 8,
 }

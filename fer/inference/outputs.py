@@ -29,6 +29,7 @@ _COLOURS = {  # BGR
     "sad": (200, 120, 40),
     "surprise": (220, 200, 0),
     "neutral": (200, 200, 200),
+    "uncertain": (150, 150, 150),  # below the recognizer's uncertain_below: drawn grey
 }
 
 

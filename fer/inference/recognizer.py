@@ -24,6 +24,8 @@ from fer.inference.tracking import Tracker
 
 #: Detection scale of video frames for detectors whose cost grows with the image (Haar, dlib, S3FD).
 DETECT_SCALE = 0.5
+#: The label of a face whose top probability is below ``uncertain_below``.
+UNCERTAIN = "uncertain"
 
 
 @dataclass
@@ -32,7 +34,8 @@ class Face:
 
     Attributes:
         box: ``(x1, y1, x2, y2)`` int pixels of the frame.
-        label: the most probable class name.
+        label: the most probable class name, or :data:`UNCERTAIN` where its probability is
+            below the recognizer's ``uncertain_below``.
         probabilities: class name -> probability (sums to 1).
         score: detector confidence; ``None`` where the detector gives none (Haar).
         track_id: the same number for the same face across frames of a stream.
@@ -222,9 +225,9 @@ class EmotionRecognizer:
 
     def _faces(self, detections: list[Detection], ids: Any, probabilities: Any) -> list[Face]:
         """:class:`Face` records of detections, their ids and their probabilities ``(num_classes,)`` each."""
-        names = self.class_names
+        names, floor = self.class_names, self.config.uncertain_below
         return [
-            Face(tuple(int(round(v)) for v in d.box), names[int(p.argmax())], dict(zip(names, map(float, p))),
-                 d.score, k, d.landmarks)
+            Face(tuple(int(round(v)) for v in d.box), names[int(p.argmax())] if p.max() >= floor else UNCERTAIN,
+                 dict(zip(names, map(float, p))), d.score, k, d.landmarks)
             for d, k, p in zip(detections, ids, probabilities)
         ]  # fmt: skip

@@ -49,9 +49,12 @@ class RecognizerSettings:
             more than this mean grey level (0-255) is a scene cut: every track ends (0: never).
         smoothing: EMA factor of a tracked face's probabilities across frames (0: none;
             0.6: the new frame counts 40 %).
+        uncertain_below: a face whose top probability is below this is labelled ``uncertain``
+            (drawn grey; its probabilities are kept); 0: always the most probable class.
 
     Raises:
         ValueError: ``detect_scale``, ``detect_every``, ``classify_every``, ``max_image_side``, ``smoothing``,
+            ``uncertain_below``,
             ``hold`` or ``max_age`` out of range.
     """
 
@@ -73,6 +76,7 @@ class RecognizerSettings:
     hold: int = 2
     cut_threshold: float = 20.0
     smoothing: float = 0.5
+    uncertain_below: float = 0.0
 
     def __post_init__(self) -> None:
         if self.detect_scale is not None and not 0 < self.detect_scale <= 1:
@@ -86,3 +90,5 @@ class RecognizerSettings:
             )
         if not 0 <= self.smoothing < 1:
             raise ValueError(f"smoothing must be in [0, 1), not {self.smoothing}")
+        if not 0 <= self.uncertain_below <= 1:
+            raise ValueError(f"uncertain_below must be in [0, 1], not {self.uncertain_below}")

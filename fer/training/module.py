@@ -18,7 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 from torchvision.transforms import v2
 
 from fer.predictor import ExpressionPredictor
@@ -64,8 +69,11 @@ class EmotionClassifier(pl.LightningModule):
             plus ``w`` times the distillation loss.
         distill_temperature: ``T`` of the distillation loss, ``T**2 KL(softmax(teacher / T)
             || softmax(net / T))`` (the ``T**2`` keeps its gradients' scale as ``T`` changes).
+        temperature: of the predictor's probabilities (see :class:`~fer.predictor.ExpressionPredictor`);
+            :mod:`fer.calibration` fits it after training.
 
-    Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro) and ``val/acc_best``;
+    Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro), ``val/acc_best`` and, in test,
+    ``test/ece`` (expected calibration error, 15 bins) and ``test/nll`` of the probabilities;
     keeps the last validation and test confusion matrices in :attr:`confusion`.
     """
 
@@ -89,6 +97,7 @@ class EmotionClassifier(pl.LightningModule):
         teacher: nn.Module | None = None,
         distill_weight: float = 0.5,
         distill_temperature: float = 2.0,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
@@ -101,7 +110,7 @@ class EmotionClassifier(pl.LightningModule):
             for v in (net, class_names, optimizer, scheduler)
         )
         views = dict(tta_flip=tta_flip, tta_shift=tta_shift, tta_rotate=tta_rotate, crop=crop, ten_crop=ten_crop)
-        predictor = ExpressionPredictor(net, class_names, channels_last=channels_last, **views)
+        predictor = ExpressionPredictor(net, class_names, channels_last=channels_last, temperature=temperature, **views)
         channels_last = predictor.channels_last  # resolved, so the checkpoint says what was used
         # The network is this module's one child, so the state dict is the predictor's own (``net.*``) and a
         # checkpoint loads into an ExpressionPredictor as it is; the predictor itself sits outside the tree.
@@ -115,6 +124,7 @@ class EmotionClassifier(pl.LightningModule):
             if stage != "train":
                 setattr(self, f"{stage}_confmat", MulticlassConfusionMatrix(n))
         self.val_acc_best = MaxMetric()
+        self.test_ece = MulticlassCalibrationError(n, n_bins=15, norm="l1")
         mixers = ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha))
         mixes = [kind(alpha=alpha, num_classes=n) for kind, alpha in mixers if alpha > 0]
         self.mix = v2.RandomChoice(mixes) if mixes else None
@@ -180,6 +190,10 @@ class EmotionClassifier(pl.LightningModule):
         f1(preds, y)
         if stage != "train":
             getattr(self, f"{stage}_confmat")(preds, y)
+        if stage == "test":
+            self.test_ece(logits.float().softmax(-1), y)
+            self.log("test/ece", self.test_ece, on_step=False, on_epoch=True)
+            self.log("test/nll", F.cross_entropy(logits.float(), y), on_step=False, on_epoch=True, sync_dist=True)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/f1", f1, on_step=False, on_epoch=True)

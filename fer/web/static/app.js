@@ -4,8 +4,10 @@
 const $ = (id) => document.getElementById(id);
 const COLOURS = {
   angry: "#d32f2f", disgust: "#388e3c", fear: "#7b1fa2", happy: "#f9a825", sad: "#1976d2",
-  surprise: "#00acc1", neutral: "#757575", contempt: "#6d4c41",
+  surprise: "#00acc1", neutral: "#757575", contempt: "#6d4c41", uncertain: "#b0b0b0",
 };
+// a face's top probability: its label's, or the best class's when the label is "uncertain"
+const topOf = (face) => Math.max(...Object.values(face.probabilities));
 const colourOf = (name, k) => COLOURS[name] || `hsl(${(k * 53) % 360}, 60%, 45%)`;
 const pct = (p) => `${Math.round(100 * p)}%`;
 const TIMELINE_SECONDS = 20;
@@ -157,7 +159,7 @@ function drawOverlay(answer) {
     ctx.lineWidth = face.id === live.selected ? 4 : 2;
     ctx.strokeStyle = colour;
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    const text = `#${face.id} ${face.label} ${pct(face.probabilities[face.label])}`;
+    const text = `#${face.id} ${face.label} ${pct(topOf(face))}`;
     const width = ctx.measureText(text).width + 8;
     const top = Math.max(0, y1 - 20);
     ctx.fillStyle = colour;
@@ -206,7 +208,7 @@ function listFaces(faces) {
       item.className = face.id === live.selected ? "selected" : "";
       const title = document.createElement("b");
       title.className = "face-label";
-      title.textContent = `#${face.id} ${face.label} ${pct(face.probabilities[face.label])}`;
+      title.textContent = `#${face.id} ${face.label} ${pct(topOf(face))}`;
       item.append(title, bars(face.probabilities, live.classNames));
       item.onclick = () => select(face.id);
       return item;

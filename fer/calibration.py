@@ -1,0 +1,173 @@
+"""Temperature scaling (Guo et al. 2017): probabilities whose confidence matches their accuracy.
+
+    python -m fer.calibration CKPT OUT.ckpt --data ../shared/data/fer2013/fer2013.csv.gz \
+        [--ferplus ../shared/data/ferplus/fer2013new.csv] [--report DIR] [--overwrite]
+
+One number ``T`` divides every test-time view's logits before its softmax; it is fitted
+on the validation split (FER-2013 PublicTest, FER+ Valid) by minimising the negative
+log-likelihood of the predictor's probabilities, and written into a copy of the checkpoint
+(:func:`fer.checkpoint.write_temperature`), from where every path that loads the model
+uses it: the recognizer, the web app and the ONNX graph. The most probable class of each
+face stays what it was (for one view exactly; averaged views may swap near-ties). Reports
+accuracy, expected calibration error (15 equal-width bins, torchmetrics'
+``MulticlassCalibrationError``) and NLL on the validation and test splits before and
+after, and draws reliability diagrams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from fer.checkpoint import CheckpointError, load_predictor, write_temperature
+from fer.data import FER2013DataModule, FERPlusDataModule
+from fer.face.crops import preprocess
+from fer.predictor import ExpressionPredictor
+
+#: Bins of the expected calibration error and of the reliability diagrams (Guo et al. 2017 use 15).
+BINS = 15
+
+
+@torch.no_grad()
+def view_logits(predictor: ExpressionPredictor, faces: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Raw logits ``float32 (V, N, classes)`` of each test-time view of ``uint8 (N, C, S, S)`` faces."""
+    out = []
+    for k in range(0, len(faces), batch):
+        views = predictor.views(preprocess(faces[k : k + batch]))
+        out.append(torch.stack([predictor(v).float() for v in views]))
+    return torch.cat(out, dim=1)
+
+
+def log_probabilities(logits: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """``(N, classes)`` log of the mean over views of ``softmax(logits / T)``, as the predictor computes it."""
+    logs = (logits / temperature).log_softmax(-1)
+    return logs.logsumexp(0) - torch.log(torch.tensor(float(len(logits))))
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The ``T`` minimising the NLL of ``labels`` ``int64 (N,)`` under :func:`log_probabilities`
+    (L-BFGS on ``log T``) for ``(V, N, classes)`` logits."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.nll_loss(log_probabilities(logits, log_t.exp()), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+def scores(log_proba: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy, expected calibration error (:data:`BINS` bins, L1) and NLL of log-probabilities."""
+    p = log_proba.exp()
+    ece = multiclass_calibration_error(p, labels, p.shape[1], n_bins=BINS, norm="l1")
+    return {
+        "accuracy": float((p.argmax(1) == labels).float().mean()),
+        "ece": float(ece),
+        "nll": float(F.nll_loss(log_proba, labels)),
+    }
+
+
+def reliability_diagram(curves: dict[str, torch.Tensor], labels: torch.Tensor, path: Path, title: str) -> None:
+    """Accuracy against confidence in :data:`BINS` bins, one line per set of probabilities ``(N, classes)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
+    edges = torch.linspace(0, 1, BINS + 1)
+    for name, p in curves.items():
+        confidence, predicted = p.max(1)
+        bins = torch.bucketize(confidence, edges[1:-1], right=True)
+        xs, ys = [], []
+        for b in range(BINS):
+            inside = bins == b
+            if inside.sum() >= 10:  # a bin of fewer faces says little
+                xs.append(float(confidence[inside].mean()))
+                ys.append(float((predicted[inside] == labels[inside]).float().mean()))
+        ece = float(multiclass_calibration_error(p, labels, p.shape[1], n_bins=BINS, norm="l1"))
+        ax.plot(xs, ys, marker="o", label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def splits(class_names: list[str], data: str, ferplus: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Validation and test faces ``uint8 (N, 1, 48, 48)`` and labels for a model's classes.
+
+    Raises:
+        ValueError: a FER+ model (8 classes with contempt) without ``ferplus`` labels.
+    """
+    if "contempt" in class_names:
+        if ferplus is None:
+            raise ValueError("an 8-class FER+ model: give --ferplus fer2013new.csv")
+        dm = FERPlusDataModule(labels=ferplus, path=data)
+    else:
+        dm = FER2013DataModule(data)
+    dm.setup()
+    return {name: dm.splits[name].tensors for name in ("val", "test")}
+
+
+def calibrate(source: str | Path, data: str, ferplus: str | None = None) -> tuple[float, dict[str, Any], dict]:
+    """Fit a checkpoint's temperature on its validation split: ``T``, the scores before and after on
+    both splits, and the probabilities of the test split before and after (for the diagrams)."""
+    predictor, _ = load_predictor(source, views=None)
+    predictor.temperature = 1.0  # fitted from the raw logits, whatever the checkpoint held
+    faces = splits(predictor.class_names, data, ferplus)
+    logits = {name: (view_logits(predictor, x), y) for name, (x, y) in faces.items()}
+    t = fit_temperature(*logits["val"])
+    report = {
+        name: {"before": scores(log_probabilities(z, 1.0), y), "after": scores(log_probabilities(z, t), y)}
+        for name, (z, y) in logits.items()
+    }
+    z, y = logits["test"]
+    curves = {"as trained": log_probabilities(z, 1.0).exp(), f"T = {t:.2f}": log_probabilities(z, t).exp()}
+    return t, report, {"curves": curves, "labels": y}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="a checkpoint written by train.py (full or slim)")
+    parser.add_argument("target", type=Path, help="the calibrated copy to write")
+    parser.add_argument("--data", required=True, help="FER-2013's official CSV")
+    parser.add_argument("--ferplus", help="FER+'s fer2013new.csv, for an 8-class FER+ model")
+    parser.add_argument("--report", type=Path, help="folder for calibration.json and reliability.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    args = parser.parse_args(argv)
+    if args.target.exists() and not args.overwrite:
+        print(f"error: {args.target} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    try:
+        t, report, diagram = calibrate(args.source, args.data, args.ferplus)
+        write_temperature(args.source, args.target, t, overwrite=True)
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"temperature": round(t, 4), **report}, indent=1))
+    if args.report:
+        args.report.mkdir(parents=True, exist_ok=True)
+        (args.report / "calibration.json").write_text(json.dumps({"temperature": t, **report}, indent=1))
+        title = f"{args.source.name}, test split"
+        reliability_diagram(diagram["curves"], diagram["labels"], args.report / "reliability.png", title)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
