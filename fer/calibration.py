@@ -78,8 +78,10 @@ def scores(log_proba: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     }
 
 
-def reliability_diagram(curves: dict[str, torch.Tensor], labels: torch.Tensor, path: Path, title: str) -> None:
-    """Accuracy against confidence in :data:`BINS` bins, one line per set of probabilities ``(N, classes)``."""
+def reliability_figure(curves: dict[str, torch.Tensor], labels: torch.Tensor, title: str) -> Any:
+    """A matplotlib figure of accuracy against confidence in :data:`BINS` bins, one line (with its ECE)
+    per set of probabilities ``float (N, classes)`` of faces labelled ``int64 (N,)``; bins of under 10
+    faces are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,9 +106,7 @@ def reliability_diagram(curves: dict[str, torch.Tensor], labels: torch.Tensor, p
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def splits(class_names: list[str], data: str, ferplus: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         args.report.mkdir(parents=True, exist_ok=True)
         (args.report / "calibration.json").write_text(json.dumps({"temperature": t, **report}, indent=1))
-        title = f"{args.source.name}, test split"
-        reliability_diagram(diagram["curves"], diagram["labels"], args.report / "reliability.png", title)
+        fig = reliability_figure(diagram["curves"], diagram["labels"], f"{args.source.name}, test split")
+        fig.savefig(args.report / "reliability.png", dpi=110)
     return 0
 
 

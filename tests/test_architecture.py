@@ -25,7 +25,7 @@ LAYERS = {
     "fer.training": 6,
     "fer.inference": 6,
     "fer.evaluate": 6,
-    "fer.calibration": 6,
+    "fer.calibration": 5,
     "fer.web": 7,
     "fer.config": 8,
 }

@@ -44,10 +44,12 @@ def test_run_writes_checkpoints_report_and_tensorboard(short_run):
         images |= set(tb.Tags()["images"])
         with contextlib.suppress(KeyError):  # only the file Lightning wrote the HPARAMS records into
             hparams.update(tb.PluginTagToContent("hparams"))
-    for tag in ("val/acc", "val/acc_best", "val/f1", "train/loss", "test/acc", "lr-AdamW"):
+    for tag in ("val/acc", "val/acc_best", "val/f1", "train/loss", "test/acc", "test/ece", "test/nll", "lr-AdamW"):
         assert tag in scalars, tag
+    assert 0 < scalars["test/ece"][0].value < 1 and scalars["test/nll"][0].value > 0
     assert len(scalars["val/acc"]) == 2  # one a validation epoch
-    assert {"val/confusion_matrix", "val/samples", "test/confusion_matrix"} <= images
+    assert {"val/confusion_matrix", "val/samples", "test/confusion_matrix", "test/reliability"} <= images
+    assert (short_run / "reliability.png").stat().st_size > 10_000
     # the HPARAMS tab compares runs by their config against val/acc_best and test/acc
     experiment = HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["val/acc_best", "test/acc"]

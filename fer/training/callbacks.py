@@ -16,6 +16,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from fer.calibration import reliability_figure
 from fer.files import write_json_atomically
 
 
@@ -143,7 +144,8 @@ class SamplePredictionLogger(pl.Callback):
 
 
 class TestReport(pl.Callback):
-    """Writes ``metrics.json`` and ``confusion_matrix.png`` for the test split.
+    """Writes ``metrics.json``, ``confusion_matrix.png`` and ``reliability.png`` (accuracy against
+    confidence, with the expected calibration error) for the test split, the figures also to TensorBoard.
 
     Args:
         output_dir: folder for both files (the Hydra run dir); created if missing.
@@ -171,6 +173,13 @@ class TestReport(pl.Callback):
         if writer is not None:
             writer.add_figure("test/confusion_matrix", fig)  # closes it
         plt.close(fig)
+        if pl_module.test_probabilities:
+            probabilities, labels = (torch.cat(t) for t in zip(*pl_module.test_probabilities))
+            fig = reliability_figure({"test": probabilities}, labels, "test split")
+            fig.savefig(self.output_dir / "reliability.png", dpi=110)
+            if writer is not None:
+                writer.add_figure("test/reliability", fig)
+            plt.close(fig)
 
 
 class EpochSeed(pl.Callback):

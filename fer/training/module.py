@@ -74,7 +74,8 @@ class EmotionClassifier(pl.LightningModule):
 
     Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro), ``val/acc_best`` and, in test,
     ``test/ece`` (expected calibration error, 15 bins) and ``test/nll`` of the probabilities;
-    keeps the last validation and test confusion matrices in :attr:`confusion`.
+    keeps the last validation and test confusion matrices in :attr:`confusion`, and the test
+    probabilities and labels of this process, batch by batch, in :attr:`test_probabilities`.
     """
 
     def __init__(
@@ -191,6 +192,7 @@ class EmotionClassifier(pl.LightningModule):
         if stage != "train":
             getattr(self, f"{stage}_confmat")(preds, y)
         if stage == "test":
+            self.test_probabilities.append((logits.detach().float().softmax(-1).cpu(), y.cpu()))
             self.test_ece(logits.float().softmax(-1), y)
             self.log("test/ece", self.test_ece, on_step=False, on_epoch=True)
             self.log("test/nll", F.cross_entropy(logits.float(), y), on_step=False, on_epoch=True, sync_dist=True)
@@ -232,6 +234,9 @@ class EmotionClassifier(pl.LightningModule):
         if not self.trainer.sanity_checking:
             self.val_acc_best(self.val_acc.compute())
             self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def on_test_start(self) -> None:
+        self.test_probabilities: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_test_epoch_end(self) -> None:
         self._end_eval_epoch("test")
