@@ -24,7 +24,7 @@ LAYERS = {
     "fer.export": 5,
     "fer.training": 6,
     "fer.inference": 6,
-    "fer.evaluate": 6,
+    "fer.evaluate": 7,
     "fer.calibration": 5,
     "fer.web": 7,
     "fer.config": 8,

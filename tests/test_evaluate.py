@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+
+import cv2
 import numpy as np
 import pytest
 
 from fer.checkpoint import load_predictor
-from fer.evaluate import baum2_clips, ckplus_apex, main, markdown, zero_shot
+from fer.data.ckplus import read_ckplus
+from fer.data.labels import CKPLUS_CODES, common_name
+from fer.evaluate import baum2_clips, ckplus_apex, main, markdown, recognizer_items, through_recognizer, zero_shot
 from fer.face.crops import preprocess
+from fer.inference.recognizer import EmotionRecognizer
 from fer.shipped import shipped_model
-from tests.conftest import DATA, need
+from tests.conftest import DATA, FER2013_CSV, need
 
 
 def test_shipped_model_on_ckplus_apex_faces(tmp_path):
@@ -52,3 +58,31 @@ def test_the_command_names_a_missing_data_folder_in_one_line(tmp_path, monkeypat
         .err.strip()
         .endswith(f"no BAUM-2 clips (S###/###/emotion.txt + frames/) under {tmp_path}/nowhere")
     )
+
+
+def test_through_the_recognizer_an_image_folder_tree_and_faces_not_found(tmp_path):
+    sequences = [s for s in read_ckplus(need(DATA / "ckplus")) if s.code is not None]
+    for s in sequences[:12]:
+        folder = tmp_path / "tree" / common_name(CKPLUS_CODES[s.code])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(s.frames[-1], folder)
+    (tmp_path / "tree" / "happy" / "blank.png").write_bytes(
+        cv2.imencode(".png", np.full((200, 200, 3), 90, np.uint8))[1]
+    )
+    items, names = recognizer_items(f"folder:{tmp_path / 'tree'}", DATA)
+    assert len(items) == 13 and items[0]().ndim == 3
+    result = through_recognizer(EmotionRecognizer(device="cpu"), items, names)
+    known = sum(n != "contempt" for n in names)
+    assert result["images"] == known and result["not_found"] == 1  # the blank picture
+    assert result["unknown_class"] == ({"contempt": len(names) - known} if known < len(names) else {})
+    assert result["accuracy"] <= result["accuracy_found"] and set(result["per_class_recall"]) <= set(names)
+    assert result["accuracy"] * result["images"] == pytest.approx(round(result["accuracy"] * result["images"]))
+
+
+def test_fer2013_faces_are_upscaled_and_padded_for_the_detector():
+    items, names = recognizer_items("fer2013", DATA) if FER2013_CSV.exists() else pytest.skip("no FER-2013 CSV")
+    assert len(items) == 3589 and len(set(names)) == 7
+    picture = items[0]()
+    assert picture.shape == (384, 384, 3) and (picture[:90] == 128).all()
+    found = sum(bool(EmotionRecognizer(device="cpu").predict(read(), track=False)) for read in items[:20])
+    assert found >= 18
