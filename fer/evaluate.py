@@ -32,6 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import track
 
 from fer.checkpoint import load_predictor
@@ -196,7 +197,8 @@ def through_recognizer(recognizer: EmotionRecognizer, items: list[Callable[[], n
     """
     classes = recognizer.class_names
     truth, predicted, unknown = [], [], Counter()
-    for read, name in track(list(zip(items, names)), description="recognising", transient=True):
+    pairs = list(zip(items, names))
+    for read, name in track(pairs, description="recognising", transient=True, console=Console(stderr=True)):
         if name not in classes:
             unknown[name] += 1
             continue
