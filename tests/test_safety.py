@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import onnx
 import pytest
 import torch
 
@@ -121,7 +122,9 @@ def test_slim_export_keeps_the_model_and_drops_paths(tmp_path):
 
 def test_int8_export_quarters_the_weights_and_keeps_the_predictions(tmp_path):
     out, float16 = tmp_path / "int8.ckpt", shipped_model("fer2013_deep_cnn")
-    assert export_main([str(float16), str(tmp_path / "x.onnx"), "--int8"]) == 2  # int8 is for .ckpt targets
+    assert export_main([str(float16), str(tmp_path / "x.onnx"), "--int8"]) == 0  # .onnx: a quantised graph
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "x.onnx")).metadata_props}
+    assert meta["precision"] == "int8" and "class_names" in meta
     assert export_main([str(float16), str(out), "--int8"]) == 0
     raw = torch.load(out, weights_only=True)
     assert raw["state_dict"]["net.classifier.3.weight"].dtype == torch.int8
