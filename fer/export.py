@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -219,8 +218,9 @@ def quantize_onnx(
         result = onnx.load(str(quantized))
         onnx.helper.set_model_props(result, {p.key: p.value for p in graph.metadata_props} | {"precision": "int8"})
         target.parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(result, str(quantized))
-        shutil.move(quantized, target)
+        partial = target.with_name(f".{target.stem}.partial.onnx")  # beside the target: the rename is atomic
+        onnx.save(result, str(partial))
+        partial.replace(target)
     return target
 
 
