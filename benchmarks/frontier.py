@@ -14,17 +14,17 @@ times compare; the CPU's name and vector flags are printed with them. Writes the
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
+from onnx_backend import latency_ms  # this folder is on the path when run as a script
 from torchmetrics.functional.classification import multiclass_f1_score
 
+from fer.calibration import splits
 from fer.checkpoint import input_settings, read_checkpoint
-from fer.data import FER2013DataModule, FERPlusDataModule
 from fer.device import set_thread_budget
 from fer.export import calibration_faces, export_onnx, quantize_onnx
 from fer.face.crops import preprocess
@@ -42,29 +42,13 @@ def cpu_line() -> str:
     return f"{name}; {', '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}"
 
 
-def test_split(classes: list[str], data: Path) -> tuple[str, torch.Tensor, torch.Tensor]:
-    """The test faces ``uint8 (N, 1, 48, 48)`` and labels of a model's classes: FER-2013 or FER+ (8 classes)."""
-    csv = str(data / "fer2013" / "fer2013.csv.gz")
-    if "contempt" in classes:
-        dm = FERPlusDataModule(labels=str(data / "ferplus" / "fer2013new.csv"), path=csv)
-        name = "FER+ Test"
-    else:
-        dm, name = FER2013DataModule(csv), "PrivateTest"
-    dm.setup()
-    faces, labels = dm.splits["test"].tensors
-    return name, faces, labels
-
-
-def ms_a_face(backend: OnnxBackend, repeat: int) -> float:
-    x = preprocess(torch.zeros(1, 1, 48, 48, dtype=torch.uint8))
-    for _ in range(10):
-        backend(x)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        backend(x)
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+@cache
+def test_split(ferplus: bool, data: Path) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The test split's name, faces ``uint8 (N, 1, 48, 48)`` and labels: FER+ Test or FER-2013 PrivateTest
+    (read once a run, see :func:`fer.calibration.splits`)."""
+    csv, labels = str(data / "fer2013" / "fer2013.csv.gz"), str(data / "ferplus" / "fer2013new.csv")
+    faces, targets = splits(csv, labels if ferplus else None)["test"]
+    return ("FER+ Test" if ferplus else "PrivateTest"), faces, targets
 
 
 def scores(backend: OnnxBackend, faces: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -77,9 +61,9 @@ def scores(backend: OnnxBackend, faces: torch.Tensor, labels: torch.Tensor) -> t
 
 
 def measure(name: str, ckpt: Path, data: Path, folder: Path, repeat: int) -> list[dict]:
-    settings = input_settings(read_checkpoint(ckpt))
-    calibration = calibration_faces(settings)
-    split, faces, labels = test_split(read_checkpoint(ckpt)["hyper_parameters"]["class_names"], data)
+    checkpoint = read_checkpoint(ckpt)
+    calibration = calibration_faces(input_settings(checkpoint))
+    split, faces, labels = test_split("contempt" in checkpoint["hyper_parameters"]["class_names"], data)
     rows = []
     for flip in (True, False):
         row = {"model": name, "mirror": flip, "split": split}
@@ -88,7 +72,8 @@ def measure(name: str, ckpt: Path, data: Path, folder: Path, repeat: int) -> lis
         for precision, graph in (("fp32", fp32), ("int8", int8)):
             backend = OnnxBackend(graph)
             row[f"acc_{precision}"], row[f"f1_{precision}"] = scores(backend, faces, labels)
-            row[f"ms_{precision}"] = ms_a_face(backend, repeat)
+            one_face = preprocess(torch.zeros(1, 1, 48, 48, dtype=torch.uint8))
+            row[f"ms_{precision}"] = latency_ms(backend, one_face, repeat)[0]
             row[f"mb_{precision}"] = graph.stat().st_size / 2**20
         rows.append(row)
         print(f"# {name}, mirror {flip}: done", flush=True)

@@ -29,7 +29,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from fer.checkpoint import CheckpointError, load_predictor, write_temperature
 from fer.data import FER2013DataModule, FERPlusDataModule
 from fer.face.crops import preprocess
-from fer.predictor import ExpressionPredictor
+from fer.predictor import ExpressionPredictor, log_mean_softmax
 
 #: Bins of the expected calibration error and of the reliability diagrams (Guo et al. 2017 use 15).
 BINS = 15
@@ -45,21 +45,15 @@ def view_logits(predictor: ExpressionPredictor, faces: torch.Tensor, batch: int 
     return torch.cat(out, dim=1)
 
 
-def log_probabilities(logits: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
-    """``(N, classes)`` log of the mean over views of ``softmax(logits / T)``, as the predictor computes it."""
-    logs = (logits / temperature).log_softmax(-1)
-    return logs.logsumexp(0) - torch.log(torch.tensor(float(len(logits))))
-
-
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The ``T`` minimising the NLL of ``labels`` ``int64 (N,)`` under :func:`log_probabilities`
+    """The ``T`` minimising the NLL of ``labels`` ``int64 (N,)`` under :func:`~fer.predictor.log_mean_softmax`
     (L-BFGS on ``log T``) for ``(V, N, classes)`` logits."""
     log_t = torch.zeros(1, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.nll_loss(log_probabilities(logits, log_t.exp()), labels)
+        loss = F.nll_loss(log_mean_softmax(logits, log_t.exp()), labels)
         loss.backward()
         return loss
 
@@ -109,36 +103,35 @@ def reliability_figure(curves: dict[str, torch.Tensor], labels: torch.Tensor, ti
     return fig
 
 
-def splits(class_names: list[str], data: str, ferplus: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Validation and test faces ``uint8 (N, 1, 48, 48)`` and labels for a model's classes.
-
-    Raises:
-        ValueError: a FER+ model (8 classes with contempt) without ``ferplus`` labels.
-    """
-    if "contempt" in class_names:
-        if ferplus is None:
-            raise ValueError("an 8-class FER+ model: give --ferplus fer2013new.csv")
-        dm = FERPlusDataModule(labels=ferplus, path=data)
-    else:
-        dm = FER2013DataModule(data)
+def splits(data: str, ferplus: str | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Validation and test faces ``uint8 (N, 1, 48, 48)`` and labels of FER-2013 (``data``, its CSV), or of
+    FER+ where its ``fer2013new.csv`` is given (Valid and Test, majority labels)."""
+    dm = FER2013DataModule(data) if ferplus is None else FERPlusDataModule(labels=ferplus, path=data)
     dm.setup()
     return {name: dm.splits[name].tensors for name in ("val", "test")}
 
 
 def calibrate(source: str | Path, data: str, ferplus: str | None = None) -> tuple[float, dict[str, Any], dict]:
     """Fit a checkpoint's temperature on its validation split: ``T``, the scores before and after on
-    both splits, and the probabilities of the test split before and after (for the diagrams)."""
+    both splits, and the probabilities of the test split before and after (for the diagrams).
+
+    Raises:
+        ValueError: a FER+ model (8 classes with contempt) without ``ferplus`` labels.
+    """
     predictor, _ = load_predictor(source, views=None)
     predictor.temperature = 1.0  # fitted from the raw logits, whatever the checkpoint held
-    faces = splits(predictor.class_names, data, ferplus)
+    eight_classes = "contempt" in predictor.class_names  # FER+'s
+    if eight_classes and ferplus is None:
+        raise ValueError("an 8-class FER+ model: give --ferplus fer2013new.csv")
+    faces = splits(data, ferplus if eight_classes else None)
     logits = {name: (view_logits(predictor, x), y) for name, (x, y) in faces.items()}
     t = fit_temperature(*logits["val"])
     report = {
-        name: {"before": scores(log_probabilities(z, 1.0), y), "after": scores(log_probabilities(z, t), y)}
+        name: {"before": scores(log_mean_softmax(z, 1.0), y), "after": scores(log_mean_softmax(z, t), y)}
         for name, (z, y) in logits.items()
     }
     z, y = logits["test"]
-    curves = {"as trained": log_probabilities(z, 1.0).exp(), f"T = {t:.2f}": log_probabilities(z, t).exp()}
+    curves = {"as trained": log_mean_softmax(z, 1.0).exp(), f"T = {t:.2f}": log_mean_softmax(z, t).exp()}
     return t, report, {"curves": curves, "labels": y}
 
 

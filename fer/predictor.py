@@ -43,6 +43,14 @@ def _rotated(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return F.grid_sample(x, grid.expand(x.shape[0], -1, -1, -1), padding_mode="border", align_corners=False)
 
 
+def log_mean_softmax(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """``(B, classes)`` log of the mean over views of ``softmax(logits / temperature)`` for the
+    ``float (V, B, classes)`` logits of ``V`` views (the test-time average of
+    :meth:`ExpressionPredictor.view_logits`; differentiable in ``temperature``)."""
+    logs = (logits / temperature).log_softmax(-1)
+    return logs.logsumexp(0) - torch.log(torch.tensor(float(len(logits))))
+
+
 class ExpressionPredictor(nn.Module):
     """Class probabilities of normalised faces (or clips, or feature vectors) by a network and its test-time views.
 
@@ -144,9 +152,7 @@ class ExpressionPredictor(nn.Module):
         if len(views) == 1:
             return self(views[0]) / self.temperature
         # every view in one batch
-        logits = self(torch.cat(views)).float() / self.temperature
-        logs = logits.log_softmax(-1).unflatten(0, (len(views), -1))
-        return logs.logsumexp(0) - torch.log(torch.tensor(float(len(views))))
+        return log_mean_softmax(self(torch.cat(views)).float().unflatten(0, (len(views), -1)), self.temperature)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``float32 (B, num_classes)``: the mean softmax over the test-time views."""

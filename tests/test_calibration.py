@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
-from fer.calibration import calibrate, fit_temperature, log_probabilities, scores, view_logits
+from fer.calibration import calibrate, fit_temperature, scores, view_logits
 from fer.calibration import main as calibration_main
 from fer.checkpoint import load_predictor, read_checkpoint
 from fer.data import FER2013DataModule
 from fer.face.crops import preprocess
 from fer.inference.backends import onnx_for
 from fer.inference.recognizer import UNCERTAIN, EmotionRecognizer
+from fer.predictor import log_mean_softmax
 from fer.shipped import SHIPPED_MODELS, shipped_model
 from fer.web.app import create_app
 from fer.web.recognizers import Recognizers, model_names
@@ -42,9 +43,9 @@ def test_the_fitted_temperature_is_the_validation_nll_minimum():
     assert val.shape == (2, 350, 7)  # the face and its mirror
     t = fit_temperature(val, val_y)
     grid = torch.linspace(0.5, 2.0, 301)
-    nll = torch.stack([F.nll_loss(log_probabilities(val, g), val_y) for g in grid])
+    nll = torch.stack([F.nll_loss(log_mean_softmax(val, g), val_y) for g in grid])
     assert t == pytest.approx(float(grid[nll.argmin()]), abs=0.01)
-    before, after = scores(log_probabilities(test, 1.0), test_y), scores(log_probabilities(test, t), test_y)
+    before, after = scores(log_mean_softmax(test, 1.0), test_y), scores(log_mean_softmax(test, t), test_y)
     assert after["accuracy"] == pytest.approx(before["accuracy"], abs=2 / 350)  # mirror averages may swap near-ties
 
 
