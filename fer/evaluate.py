@@ -1,12 +1,14 @@
 """Zero-shot evaluation: a trained classifier on faces it never saw, through the recognizer or on crops.
 
-    python -m fer.evaluate recognizer ckplus ckplus_neutral fer2013 [folder:PATH] [--models fer2013 ...] [--json F]
+    python -m fer.evaluate recognizer ckplus ckplus_neutral ckplus_first_last baum2 fer2013 [folder:PATH] \
+        [--models fer2013 ...] [--adapt none mean neutral adabn] [--json F]
     python -m fer.evaluate ckplus CKPT [CKPT ...] [--path ../shared/data/ckplus] [--json out.json]
     python -m fer.evaluate baum2 CKPT [CKPT ...] [--path ../shared/data/baum2/Extracted]
 
 ``recognizer``: every image goes through :class:`~fer.inference.recognizer.EmotionRecognizer`
 with its defaults, as a user meets it (detector, crop, test-time views), on the sets of
-:data:`RECOGNIZER_SETS` or an image-folder tree; faces not found are counted
+:data:`RECOGNIZER_SETS` or an image-folder tree; faces not found are counted, and each
+per-person adaptation of :mod:`fer.adaptation` is scored on the same faces
 (:func:`through_recognizer`). The rest classify crops directly:
 
 ``ckplus``: every labelled CK+ sequence (Lucey et al. 2010: 327 of them) gives its last
@@ -21,10 +23,13 @@ FER-2013 model) are counted apart, and the accuracy is over those whose class it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import sys
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
+from fer.adaptation import adapt_batchnorm, divide
 from fer.checkpoint import load_predictor
 from fer.data.baum2 import CLASS_NAMES as BAUM2_CLASS_NAMES
 from fer.data.baum2 import load_clip, read_baum2
@@ -47,6 +53,7 @@ from fer.face.detection import make_detector
 from fer.inference.recognizer import EmotionRecognizer
 from fer.shipped import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model
 
+log = logging.getLogger(__name__)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -139,12 +146,38 @@ DATASETS = {
 RECOGNIZER_SETS = {
     "ckplus": "CK+ apex frames (the last frame of every labelled sequence)",
     "ckplus_neutral": "CK+ first frames of the labelled sequences, as neutral",
+    "ckplus_first_last": "CK+ first (neutral) and last (apex) frame of every labelled sequence",
+    "baum2": "BAUM-2 clips, each frame upscaled 4x and padded; a clip is the mean of its frames",
     "fer2013": "FER-2013 PrivateTest faces, upscaled 4x to 192 px and padded with 96 px of grey",
 }
+#: Per-person adaptations :func:`through_recognizer` measures (see :mod:`fer.adaptation`).
+ADAPTATIONS = ("none", "mean", "neutral", "adabn")
 
 
-def recognizer_items(name: str, data: Path) -> tuple[list[Callable[[], np.ndarray]], list[str]]:
-    """A set's images, each as a function reading its BGR ``uint8`` array, and their class names.
+@dataclass(frozen=True)
+class Item:
+    """One labelled image of a set.
+
+    Attributes:
+        read: returns the BGR ``uint8`` image. name: its class.
+        unit: what is scored: items of one unit (a clip's frames) count as one prediction, the
+            mean of their probabilities. person: who shows it (a subject; ``""``: unknown).
+        session: the sequence or clip it comes from; reference: a frame of ``person`` at rest
+            (CK+'s first frames), the ``neutral`` adaptation's baseline for the person's other sessions.
+        scored: whether it is scored (a reference frame may only serve as a baseline).
+    """
+
+    read: Callable[[], np.ndarray]
+    name: str
+    unit: str
+    person: str = ""
+    session: str = ""
+    reference: bool = False
+    scored: bool = True
+
+
+def recognizer_items(name: str, data: Path) -> list[Item]:
+    """A set's labelled images (:class:`Item`).
 
     ``name`` is one of :data:`RECOGNIZER_SETS` or ``folder:PATH`` (an image-folder tree
     ``PATH/<class>/*.{jpg,png}``, the class named by its folder).
@@ -152,22 +185,36 @@ def recognizer_items(name: str, data: Path) -> tuple[list[Callable[[], np.ndarra
     Raises:
         FileNotFoundError: the set is not under ``data`` (or no image in the folder). ValueError: an unknown set.
     """
-    if name in ("ckplus", "ckplus_neutral"):
+    if name.startswith("ckplus"):
         sequences = [s for s in read_ckplus(data / "ckplus") if s.code is not None]
-        if name == "ckplus":
-            return [partial(_read, s.frames[-1]) for s in sequences], [
-                common_name(CKPLUS_CODES[s.code]) for s in sequences
-            ]
-        return [partial(_read, s.frames[0]) for s in sequences], ["neutral"] * len(sequences)
+        items = []
+        for s in sequences:
+            session = f"{s.subject}/{s.sequence}"
+            first = Item(partial(_read, s.frames[0]), "neutral", f"{session}/first", s.subject, session, True)
+            last = Item(partial(_read, s.frames[-1]), common_name(CKPLUS_CODES[s.code]), session, s.subject, session)
+            unscored = dataclasses.replace(first, scored=False)  # a baseline of the apex frames only
+            items += {"ckplus": [unscored, last], "ckplus_neutral": [first]}.get(name, [first, last])
+        if name not in RECOGNIZER_SETS:
+            raise ValueError(f"unknown set {name!r}; use {', '.join(RECOGNIZER_SETS)} or folder:PATH")
+        return items
+    if name == "baum2":
+        return [
+            Item(partial(_padded_file, f), BAUM2_CLASS_NAMES[c.code], f"{c.subject}/{c.clip}", c.subject, c.clip)
+            for c in read_baum2(data / "baum2" / "Extracted")
+            for f in c.frames
+        ]
     if name == "fer2013":
         faces, labels = load_fer2013(data / "fer2013" / "fer2013.csv.gz").split("PrivateTest")
-        return [partial(_padded, face.numpy()) for face in faces], [FER2013_CLASSES[k] for k in labels.tolist()]
+        return [
+            Item(partial(_padded, face.numpy()), FER2013_CLASSES[k], str(i))
+            for i, (face, k) in enumerate(zip(faces, labels.tolist()))
+        ]
     if name.startswith("folder:"):
         root = Path(name.split(":", 1)[1])
         paths = sorted(p for p in root.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not paths:
             raise FileNotFoundError(f"{root}: no <class>/*.jpg or *.png images")
-        return [partial(_read, p) for p in paths], [p.parent.name.lower() for p in paths]
+        return [Item(partial(_read, p), p.parent.name.lower(), str(p)) for p in paths]
     raise ValueError(f"unknown set {name!r}; use {', '.join(RECOGNIZER_SETS)} or folder:PATH")
 
 
@@ -179,32 +226,69 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _padded(face: np.ndarray) -> np.ndarray:
-    """A 48x48 grey FER-2013 face as a 384x384 BGR picture: upscaled 4x (bicubic), 96 px of grey around it."""
+    """A small face (48x48 grey or BGR) as a BGR picture: upscaled 4x (bicubic), 96 px of grey around it."""
     big = cv2.resize(face, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
-    return cv2.cvtColor(cv2.copyMakeBorder(big, 96, 96, 96, 96, cv2.BORDER_CONSTANT, value=128), cv2.COLOR_GRAY2BGR)
+    big = cv2.copyMakeBorder(big, 96, 96, 96, 96, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+    return cv2.cvtColor(big, cv2.COLOR_GRAY2BGR) if big.ndim == 2 else big
 
 
-def through_recognizer(recognizer: EmotionRecognizer, items: list[Callable[[], np.ndarray]], names: list[str]) -> dict:
-    """Scores of the recognizer as a user runs it (its detector, crop and views) on labelled images.
+def _padded_file(path: Path) -> np.ndarray:
+    return _padded(_read(path))
 
-    Each image's face of the highest detector score is its prediction; an image without a
-    face counts as wrong. Images of classes the model lacks are counted apart.
 
-    Returns:
-        ``images`` (of the model's classes), ``not_found``, ``accuracy`` (over those images),
-        ``accuracy_found`` (over the images with a face), ``macro_f1`` and ``per_class_recall``
-        (over all of them; a face not found is a miss), ``unknown_class``.
+def recognised(recognizer: EmotionRecognizer, items: list[Item]) -> tuple[np.ndarray, list[torch.Tensor | None]]:
+    """Each item's probabilities ``float32 (N, C)`` (NaN where no face was found) and its face crop
+    ``uint8 (C, S, S)`` (``None``), through the recognizer as a user runs it: the face of the highest
+    detector score of each image, standing alone."""
+    probabilities = np.full((len(items), len(recognizer.class_names)), np.nan, np.float32)
+    crops: list[torch.Tensor | None] = [None] * len(items)
+    for i, item in enumerate(track(items, description="recognising", transient=True, console=Console(stderr=True))):
+        image = item.read()
+        faces = recognizer.predict(image, track=False)
+        if faces:
+            probabilities[i] = [faces[0].probabilities[c] for c in recognizer.class_names]
+            crops[i] = recognizer.crops(image, [np.array(faces[0].box, np.float32)])[0]
+    return probabilities, crops
+
+
+def adapted(probabilities: np.ndarray, items: list[Item], how: str, strength: float = 1.0) -> np.ndarray:
+    """Probabilities ``(N, C)`` (NaN rows: no face) adapted per person (see :mod:`fer.adaptation`;
+    ``strength``: the baseline's power).
+
+    ``mean``: divided by the mean of the person's found faces in the set. ``neutral``: divided
+    by the mean of the person's reference faces from other sessions (a face whose person has
+    none stays as it was). Items without a person stay as they were.
     """
-    classes = recognizer.class_names
-    truth, predicted, unknown = [], [], Counter()
-    pairs = list(zip(items, names))
-    for read, name in track(pairs, description="recognising", transient=True, console=Console(stderr=True)):
-        if name not in classes:
-            unknown[name] += 1
+    if how == "none":
+        return probabilities
+    found = ~np.isnan(probabilities[:, 0])
+    out = probabilities.copy()
+    for i, item in enumerate(items):
+        if not (found[i] and item.person):
             continue
-        faces = recognizer.predict(read(), track=False)
-        truth.append(classes.index(name))
-        predicted.append(classes.index(max(faces[0].probabilities, key=faces[0].probabilities.get)) if faces else -1)
+        base = [
+            j for j, other in enumerate(items)
+            if found[j] and other.person == item.person
+            and (how == "mean" or (other.reference and other.session != item.session))
+        ]  # fmt: skip
+        if base:
+            out[i] = divide(probabilities[i], probabilities[base].mean(0), strength)
+    return out
+
+
+def scores(probabilities: np.ndarray, items: list[Item], classes: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class recall of the units of the scored ``items`` (a unit: the mean of
+    its found items' probabilities; a unit without a face is a miss), and how many units had no face."""
+    units: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        if item.scored:
+            units.setdefault(item.unit, []).append(i)
+    truth, predicted = [], []
+    for members in units.values():
+        p = probabilities[members]
+        p = p[~np.isnan(p[:, 0])]
+        truth.append(classes.index(items[members[0]].name))
+        predicted.append(int(p.mean(0).argmax()) if len(p) else -1)
     t, p = np.array(truth), np.array(predicted)
     present = sorted(set(truth))
     recall = {classes[c]: float((p[t == c] == c).mean()) for c in present}
@@ -220,34 +304,86 @@ def through_recognizer(recognizer: EmotionRecognizer, items: list[Callable[[], n
         "accuracy_found": float((t[found] == p[found]).mean()) if found.any() else 0.0,
         "macro_f1": float(np.mean(f1)),
         "per_class_recall": recall,
-        "unknown_class": dict(unknown),
     }
+
+
+def through_recognizer(
+    ckpt: str | Path, items: list[Item], adaptations: tuple[str, ...] = ("none",), strength: float = 1.0
+) -> dict[str, dict[str, Any]]:
+    """Scores of the recognizer as a user runs it (its defaults: detector, crop, views, backend) on
+    labelled images, by per-person adaptation (:data:`ADAPTATIONS`; ``mean`` and ``neutral`` divide by
+    the baseline to the power ``strength``).
+
+    Each image's face of the highest detector score is its prediction; an image without a
+    face counts as wrong. Images of classes the model lacks are counted apart. ``adabn``
+    re-estimates the network's batch-norm statistics over the set's face crops
+    (:func:`fer.adaptation.adapt_batchnorm`; PyTorch float32, as no graph can) and classifies them again.
+
+    Returns:
+        By adaptation: ``images`` (units of the model's classes), ``not_found``, ``accuracy``
+        (over those), ``accuracy_found`` (over the units with a face), ``macro_f1`` and
+        ``per_class_recall`` (a face not found is a miss), ``unknown_class``.
+
+    Raises:
+        ValueError: an adaptation not in :data:`ADAPTATIONS`.
+    """
+    if unknown_how := set(adaptations) - set(ADAPTATIONS):
+        raise ValueError(f"unknown adaptation {sorted(unknown_how)}; use {', '.join(ADAPTATIONS)}")
+    recognizer = EmotionRecognizer(ckpt, device="cpu")
+    classes = recognizer.class_names
+    unknown = Counter(item.name for item in items if item.name not in classes)
+    items = [item for item in items if item.name in classes]
+    probabilities, crops = recognised(recognizer, items)
+    results = {}
+    for how in adaptations:
+        p = _adabn(ckpt, probabilities, crops) if how == "adabn" else adapted(probabilities, items, how, strength)
+        results[how] = scores(p, items, classes) | {"unknown_class": dict(unknown)}
+    return results
+
+
+def _adabn(ckpt: str | Path, probabilities: np.ndarray, crops: list[torch.Tensor | None]) -> np.ndarray:
+    """The found faces' probabilities after AdaBN over all of them (PyTorch float32)."""
+    recognizer = EmotionRecognizer(ckpt, device="cpu", backend="torch")
+    found = [i for i, c in enumerate(crops) if c is not None]
+    out = np.full_like(probabilities, np.nan)
+    if not found:
+        return out
+    faces = torch.stack([crops[i] for i in found])
+    s = recognizer.settings
+    x = preprocess(faces, None, s["mean"], s["std"])
+    if not adapt_batchnorm(recognizer.backend.model, x.split(256)):
+        log.warning("%s: no batch-norm layer to adapt", ckpt)
+    out[found] = np.concatenate([recognizer.probabilities(b) for b in faces.split(256)])
+    return out
 
 
 def recognizer_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m fer.evaluate recognizer", description=through_recognizer.__doc__)
     parser.add_argument("sets", nargs="+", help=f"{', '.join(RECOGNIZER_SETS)} or folder:PATH")
     parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL], help="shipped names or checkpoints")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the folder holding ckplus/ and fer2013/")
+    parser.add_argument("--adapt", nargs="+", default=["none"], choices=ADAPTATIONS, help="per-person adaptations")
+    parser.add_argument("--strength", type=float, default=1.0, help="power of the baseline (mean, neutral)")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the folder holding ckplus/, baum2/, fer2013/")
     parser.add_argument("--json", type=Path, help="write the results here as JSON too")
     args = parser.parse_args(argv)
     results = []
     print(
-        "| set | model | images | faces not found | accuracy | accuracy of found faces | macro-F1 | recall by class |"
+        "| set | model | adaptation | images | faces not found | accuracy | accuracy of found faces "
+        "| macro-F1 | recall by class |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.sets:
         try:
-            items, names = recognizer_items(name, args.data)
+            items = recognizer_items(name, args.data)
         except (FileNotFoundError, ValueError) as error:
             parser.error(str(error))
         for model in args.models:
             ckpt = shipped_model(model) if model in SHIPPED_MODELS else model
-            r = through_recognizer(EmotionRecognizer(ckpt, device="cpu"), items, names) | {"set": name, "model": model}
-            results.append(r)
-            recall = ", ".join(f"{c} {v:.0%}" for c, v in r["per_class_recall"].items())
-            print(f"| {name} | {model} | {r['images']} | {r['not_found']} | {r['accuracy']:.1%} "
-                  f"| {r['accuracy_found']:.1%} | {r['macro_f1']:.3f} | {recall} |", flush=True)  # fmt: skip
+            for how, r in through_recognizer(ckpt, items, tuple(args.adapt), args.strength).items():
+                results.append(r | {"set": name, "model": model, "adaptation": how})
+                recall = ", ".join(f"{c} {v:.0%}" for c, v in r["per_class_recall"].items())
+                print(f"| {name} | {model} | {how} | {r['images']} | {r['not_found']} | {r['accuracy']:.1%} "
+                      f"| {r['accuracy_found']:.1%} | {r['macro_f1']:.3f} | {recall} |", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -20,6 +20,7 @@ LAYERS = {
     "fer.data": 2,
     "fer.shipped": 3,
     "fer.predictor": 3,
+    "fer.adaptation": 3,
     "fer.checkpoint": 4,
     "fer.export": 5,
     "fer.training": 6,

@@ -8,10 +8,21 @@ import cv2
 import numpy as np
 import pytest
 
+from fer.adaptation import divide
 from fer.checkpoint import load_predictor
 from fer.data.ckplus import read_ckplus
 from fer.data.labels import CKPLUS_CODES, common_name
-from fer.evaluate import baum2_clips, ckplus_apex, main, markdown, recognizer_items, through_recognizer, zero_shot
+from fer.evaluate import (
+    adapted,
+    baum2_clips,
+    ckplus_apex,
+    main,
+    markdown,
+    recognizer_items,
+    scores,
+    through_recognizer,
+    zero_shot,
+)
 from fer.face.crops import preprocess
 from fer.inference.recognizer import EmotionRecognizer
 from fer.shipped import shipped_model
@@ -68,21 +79,60 @@ def test_through_the_recognizer_an_image_folder_tree_and_faces_not_found(tmp_pat
         shutil.copy(s.frames[-1], folder)
     (tmp_path / "tree" / "happy").mkdir(exist_ok=True)
     cv2.imwrite(str(tmp_path / "tree" / "happy" / "blank.png"), np.full((200, 200, 3), 90, np.uint8))
-    items, names = recognizer_items(f"folder:{tmp_path / 'tree'}", DATA)
-    assert len(items) == 13 and items[0]().ndim == 3
-    result = through_recognizer(EmotionRecognizer(device="cpu"), items, names)
+    items = recognizer_items(f"folder:{tmp_path / 'tree'}", DATA)
+    names = [item.name for item in items]
+    assert len(items) == 13 and items[0].read().ndim == 3 and len({item.unit for item in items}) == 13
+    result = through_recognizer(shipped_model(), items)["none"]
     known = sum(n != "contempt" for n in names)
     assert result["images"] == known and result["not_found"] == 1  # the blank picture
     assert result["unknown_class"] == ({"contempt": len(names) - known} if known < len(names) else {})
     assert result["accuracy"] <= result["accuracy_found"] and set(result["per_class_recall"]) <= set(names)
     assert result["accuracy"] * result["images"] == pytest.approx(round(result["accuracy"] * result["images"]))
+    with pytest.raises(ValueError, match="unknown adaptation"):
+        through_recognizer(shipped_model(), items, ("person",))
 
 
 def test_fer2013_faces_are_upscaled_and_padded_for_the_detector():
     need(FER2013_CSV)
-    items, names = recognizer_items("fer2013", DATA)
-    assert len(items) == 3589 and len(set(names)) == 7
-    picture = items[0]()
+    items = recognizer_items("fer2013", DATA)
+    assert len(items) == 3589 and len({item.name for item in items}) == 7
+    picture = items[0].read()
     assert picture.shape == (384, 384, 3) and (picture[:90] == 128).all()
-    found = sum(bool(EmotionRecognizer(device="cpu").predict(read(), track=False)) for read in items[:20])
+    found = sum(bool(EmotionRecognizer(device="cpu").predict(item.read(), track=False)) for item in items[:20])
     assert found >= 18
+
+
+def test_per_person_baselines_follow_ckplus_subjects_and_sequences():
+    need(DATA / "ckplus")
+    items = recognizer_items("ckplus", DATA)
+    assert sum(i.scored for i in items) == 327 and sum(i.reference for i in items) == 327
+    assert all(i.name == "neutral" for i in items if i.reference) and not any(i.scored for i in items if i.reference)
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(7), len(items)).astype(np.float32)
+    p[4] = np.nan  # a face not found: an unscored first frame
+    for k, item in enumerate(items):
+        same = [j for j, o in enumerate(items) if o.person == item.person and j != 4]
+        other_rest = [j for j in same if items[j].reference and items[j].session != item.session]
+        if k != 4 and other_rest and len(same) > 2:
+            break
+    mean, neutral = adapted(p, items, "mean"), adapted(p, items, "neutral", 0.5)
+    np.testing.assert_allclose(mean[k], divide(p[k], p[same].mean(0)), rtol=1e-5)
+    np.testing.assert_allclose(neutral[k], divide(p[k], p[other_rest].mean(0), 0.5), rtol=1e-5)
+    assert np.isnan(mean[4]).all() and np.array_equal(adapted(p, items, "none"), p, equal_nan=True)
+    classes = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt"]
+    result = scores(p, items, classes)
+    assert result["images"] == 327 and result["not_found"] == 0
+
+
+def test_baum2_clips_through_the_recognizer_are_scored_as_clips():
+    need(DATA / "baum2" / "Extracted")
+    items = recognizer_items("baum2", DATA)
+    assert len(items) == 2272 and len({i.unit for i in items}) == 147
+    picture = items[0].read()
+    assert picture.shape == (384, 384, 3) and (picture[:90] == 128).all()
+    some = [i for i in items if i.person in ("S001", "S002")]
+    results = through_recognizer(shipped_model(), some, ("none", "mean", "adabn"))
+    clips = len({i.unit for i in some if i.name != "contempt"})
+    assert set(results) == {"none", "mean", "adabn"}
+    for r in results.values():
+        assert r["images"] == clips and r["not_found"] < clips and 0 <= r["accuracy"] <= 1

@@ -52,12 +52,13 @@ def _stop_on_signals(state: dict[str, Any]) -> Iterator[None]:
             signal.signal(s, h)
 
 
-#: Window keys: q / Esc end the run, space pauses and resumes.
-QUIT_KEYS, PAUSE_KEY = (ord("q"), 27), ord(" ")
+#: Window keys: q / Esc end the run, space pauses and resumes, n marks the faces shown as neutral.
+QUIT_KEYS, PAUSE_KEY, NEUTRAL_KEY = (ord("q"), 27), ord(" "), ord("n")
 
 
 class Window:
-    """The loop's OpenCV window: shows frames, reads q / Esc (quit) and space (pause and resume).
+    """The loop's OpenCV window: shows frames, reads q / Esc (quit), space (pause and resume) and n
+    (the faces shown are at rest: their tracks' neutral reference, with ``recognizer.adapt=neutral``).
 
     Raises:
         RuntimeError: this OpenCV build has no GUI (``opencv-python-headless``, say); the
@@ -76,25 +77,27 @@ class Window:
 
     @staticmethod
     def key(wait_ms: int = 1) -> str | None:
-        """``"quit"``, ``"pause"`` or ``None`` after polling the window's keys for ``wait_ms``."""
+        """``"quit"``, ``"pause"``, ``"neutral"`` or ``None`` after polling the window's keys for ``wait_ms``."""
         key = cv2.waitKey(wait_ms) & 0xFF
-        return "quit" if key in QUIT_KEYS else "pause" if key == PAUSE_KEY else None
+        keys = {PAUSE_KEY: "pause", NEUTRAL_KEY: "neutral"} | dict.fromkeys(QUIT_KEYS, "quit")
+        return keys.get(key)
 
-    def show(self, image: np.ndarray, state: dict[str, Any]) -> tuple[bool, float]:
-        """Show a frame; returns whether the user quit, and the seconds it was held paused.
+    def show(self, image: np.ndarray, state: dict[str, Any]) -> tuple[str | None, float]:
+        """Show a frame; returns the key pressed (``"quit"``, ``"neutral"`` or ``None``) and the seconds
+        it was held paused.
 
-        A pause holds the frame until space (resume), q / Esc (quit) or a signal (which
+        A pause holds the frame until space (resume), q / Esc (quit), n or a signal (which
         ``state["stop"]`` names; the loop then ends after this frame).
         """
         cv2.imshow(self.name, image)
         key, paused_at = self.key(), time.perf_counter()
         if key != "pause":
-            return key == "quit", 0.0
+            return key, 0.0
         while not state["stop"]:
             key = self.key(50)
             if key:
-                return key == "quit", time.perf_counter() - paused_at
-        return False, time.perf_counter() - paused_at
+                return (None if key == "pause" else key), time.perf_counter() - paused_at
+        return None, time.perf_counter() - paused_at
 
     def close(self) -> None:
         cv2.destroyAllWindows()
@@ -244,13 +247,23 @@ class _Loop:
         self.outputs.write(frame, faces, self.src.fps)
         tick = times.add("write", tick)
         if self.window is not None:
-            quit_, paused = self.window.show(frame.image, state)
-            if quit_:
+            key, paused = self.window.show(frame.image, state)
+            if key == "quit":
                 return tick, True
+            if key == "neutral":
+                self._mark_neutral()
             self.clock.pause(paused)  # the pause counts neither in FPS nor in any stage
             tick += paused
         self.clock.frame_done(tick)
         return tick, False
+
+    def _mark_neutral(self) -> None:
+        """Key n: the faces shown become their tracks' neutral reference (``recognizer.adapt=neutral``)."""
+        if self.recognizer.config.adapt != "neutral":
+            log.warning("key n marks neutral faces only with recognizer.adapt=neutral (it is %s)",
+                        self.recognizer.config.adapt)  # fmt: skip
+            return
+        log.info("neutral reference: tracks %s", self.recognizer.mark_neutral() or "none (no face)")
 
     def summary(self, ended: str, source: str | int, output_dir: str | Path) -> dict[str, Any]:
         """The run's summary (see :func:`run`), also logged in one line."""

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 
+from fer.adaptation import Baseline, divide
 from fer.checkpoint import CheckpointError
 from fer.device import resolve_device
 from fer.face.crops import crop_faces, preprocess
@@ -104,6 +105,8 @@ class EmotionRecognizer:
         self.frame_index = 0
         self.tracker.reset()
         self._detections: list[Detection] = []
+        self.baselines: dict[int, Baseline] = {}
+        self._raw: dict[int, np.ndarray] = {}
 
     def fork(self) -> EmotionRecognizer:
         """A recognizer sharing this one's model and detector (loaded once), with its own
@@ -190,11 +193,42 @@ class EmotionRecognizer:
         faces = []
         for detections, ids, due in located:  # in frame order: a face skipped keeps what its last frame gave
             smoothed = [
-                self.tracker.smooth(k, next(probabilities)) if x else self.tracker.smoothed[k] for k, x in zip(ids, due)
+                self.tracker.smooth(k, self._adapted(k, next(probabilities))) if x else self.tracker.smoothed[k]
+                for k, x in zip(ids, due)
             ]
             faces.append(self._faces(detections, ids, smoothed))
         self.tracker.prune()
+        for k in [k for k in self._raw if k not in self.tracker.tracks]:
+            del self._raw[k], self.baselines[k]
         return faces
+
+    def mark_neutral(self, track_ids: list[int] | None = None) -> list[int]:
+        """Take the faces of the last frame (those of ``track_ids``; ``None``: every live track) as showing
+        their person at rest: with ``adapt="neutral"`` each such face's probabilities join its track's
+        baseline (see :mod:`fer.adaptation`). Returns the ids marked.
+
+        Raises:
+            ValueError: the recognizer's ``adapt`` is not ``"neutral"``.
+        """
+        if self.config.adapt != "neutral":
+            raise ValueError(f"mark_neutral needs adapt='neutral', not {self.config.adapt!r}")
+        marked = [k for k in (self._raw if track_ids is None else track_ids) if k in self._raw]
+        for k in marked:
+            self.baselines[k].add(self._raw[k])
+        return marked
+
+    def _adapted(self, track_id: int, probabilities: np.ndarray) -> np.ndarray:
+        """A tracked face's probabilities divided by its person's baseline (``adapt``; see :mod:`fer.adaptation`)."""
+        mode = self.config.adapt
+        if mode == "none":
+            return probabilities
+        self._raw[track_id] = probabilities
+        if track_id not in self.baselines:
+            self.baselines[track_id] = Baseline(len(self.class_names), self.config.adapt_prior if mode == "mean" else 0)
+        baseline = self.baselines[track_id]
+        if mode == "mean":
+            baseline.add(probabilities)
+        return divide(probabilities, baseline.value, self.config.adapt_strength)
 
     def _locate(self, image_bgr: np.ndarray) -> tuple[list[Detection], list[int], float]:
         """A stream frame's faces and their track ids (missed faces held at their last box for image

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fer.adaptation import MODES
+
 
 @dataclass
 class RecognizerSettings:
@@ -51,10 +53,17 @@ class RecognizerSettings:
             0.6: the new frame counts 40 %).
         uncertain_below: a face whose top probability is below this is labelled ``uncertain``
             (drawn grey; its probabilities are kept); 0: always the most probable class.
+        adapt: per-person adaptation of a stream's tracked faces (:mod:`fer.adaptation`): ``none``,
+            ``mean`` (each face's probabilities divided by the running mean of its track's) or
+            ``neutral`` (divided by its track's probabilities on the frames marked neutral: key n in
+            the window, :meth:`~fer.inference.recognizer.EmotionRecognizer.mark_neutral`).
+        adapt_strength: the power of the baseline divided by, in [0, 1] (0: no adaptation).
+        adapt_prior: with ``adapt=mean``, the uniform pseudo-frames the running mean starts from,
+            so that a new track's first frames are adapted little (>= 0).
 
     Raises:
         ValueError: ``detect_scale``, ``detect_every``, ``classify_every``, ``max_image_side``, ``smoothing``,
-            ``uncertain_below``,
+            ``uncertain_below``, ``adapt``, ``adapt_strength``, ``adapt_prior``,
             ``hold`` or ``max_age`` out of range.
     """
 
@@ -77,6 +86,9 @@ class RecognizerSettings:
     cut_threshold: float = 20.0
     smoothing: float = 0.5
     uncertain_below: float = 0.0
+    adapt: str = "none"
+    adapt_strength: float = 1.0
+    adapt_prior: float = 30.0
 
     def __post_init__(self) -> None:
         if self.detect_scale is not None and not 0 < self.detect_scale <= 1:
@@ -92,3 +104,9 @@ class RecognizerSettings:
             raise ValueError(f"smoothing must be in [0, 1), not {self.smoothing}")
         if not 0 <= self.uncertain_below <= 1:
             raise ValueError(f"uncertain_below must be in [0, 1], not {self.uncertain_below}")
+        if self.adapt not in MODES:
+            raise ValueError(f"adapt must be one of {', '.join(MODES)}, not {self.adapt!r}")
+        if not 0 <= self.adapt_strength <= 1 or self.adapt_prior < 0:
+            raise ValueError(
+                f"adapt_strength must be in [0, 1] and adapt_prior >= 0: {self.adapt_strength}, {self.adapt_prior}"
+            )
