@@ -75,9 +75,9 @@ def long_video(tmp_path_factory) -> Path:
     return path
 
 
-def _start(video: Path, out: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def _start(video: Path, out: Path, env: dict[str, str], *overrides: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, str(ROOT / "infer.py"), f"source={video}", "display=true", f"output_dir={out}"]
-    command.append(f"hydra.run.dir={out / 'hydra'}")
+    command += [f"hydra.run.dir={out / 'hydra'}", *overrides]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def window() -> str | None:
@@ -134,6 +134,25 @@ def test_escape_quits_the_window(display, long_video, tmp_path):
     _key("Escape", display)
     assert process.wait(60) == 0
     assert json.loads((out / "summary.json").read_text())["ended"] == "key"
+
+
+def test_key_n_makes_the_faces_shown_their_neutral_reference(display, long_video, tmp_path):
+    out = tmp_path / "run"
+    process, _ = _start(long_video, out, display, "recognizer.adapt=neutral", "recognizer.smoothing=0")
+    partial = out / ".predictions.csv.partial"
+    _until(lambda: len(_rows(partial)) >= 5, 60, "five frames of predictions")
+    marked = len(_rows(partial))
+    _key("n", display)
+    _until(lambda: len(_rows(partial)) >= marked + 10, 60, "frames after the mark")
+    _key("q", display)
+    log = process.stdout.read().decode()
+    assert process.wait(60) == 0, log
+    assert "neutral reference: tracks [1]" in log, log
+    # before the mark the faces are as the model reads them; after it, divided by a frame much like
+    # them, no class stands out as much
+    rows = _rows(out / "predictions.csv")
+    top = [max(float(v) for k, v in row.items() if k.startswith("p_")) for row in rows]
+    assert np.mean(top[marked + 3 : marked + 8]) < np.mean(top[:marked]) - 0.2, top
 
 
 def test_an_opencv_without_a_gui_gets_a_clear_message(monkeypatch, tmp_path):
