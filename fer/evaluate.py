@@ -23,6 +23,7 @@ FER-2013 model) are counted apart, and the accuracy is over those whose class it
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import logging
@@ -51,6 +52,7 @@ from fer.data.labels import CKPLUS_CODES, common_name
 from fer.face.crops import preprocess
 from fer.face.detection import make_detector
 from fer.inference.recognizer import EmotionRecognizer
+from fer.inference.settings import RecognizerSettings
 from fer.shipped import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model
 
 log = logging.getLogger(__name__)
@@ -308,11 +310,16 @@ def scores(probabilities: np.ndarray, items: list[Item], classes: list[str]) -> 
 
 
 def through_recognizer(
-    ckpt: str | Path, items: list[Item], adaptations: tuple[str, ...] = ("none",), strength: float = 1.0
+    ckpt: str | Path,
+    items: list[Item],
+    adaptations: tuple[str, ...] = ("none",),
+    strength: float = 1.0,
+    **settings: Any,
 ) -> dict[str, dict[str, Any]]:
     """Scores of the recognizer as a user runs it (its defaults: detector, crop, views, backend) on
     labelled images, by per-person adaptation (:data:`ADAPTATIONS`; ``mean`` and ``neutral`` divide by
-    the baseline to the power ``strength``).
+    the baseline to the power ``strength``). ``settings`` replace the recognizer's defaults by name
+    (:class:`~fer.inference.settings.RecognizerSettings`: ``margin=0.2``, ``detector="haar"``).
 
     Each image's face of the highest detector score is its prediction; an image without a
     face counts as wrong. Images of classes the model lacks are counted apart. ``adabn``
@@ -325,25 +332,32 @@ def through_recognizer(
         ``per_class_recall`` (a face not found is a miss), ``unknown_class``.
 
     Raises:
-        ValueError: an adaptation not in :data:`ADAPTATIONS`.
+        ValueError: an adaptation not in :data:`ADAPTATIONS`, or a setting out of range.
+        TypeError: an unknown setting.
     """
     if unknown_how := set(adaptations) - set(ADAPTATIONS):
         raise ValueError(f"unknown adaptation {sorted(unknown_how)}; use {', '.join(ADAPTATIONS)}")
-    recognizer = EmotionRecognizer(ckpt, device="cpu")
+    recognizer = EmotionRecognizer(ckpt, **{"device": "cpu", **settings})
     classes = recognizer.class_names
     unknown = Counter(item.name for item in items if item.name not in classes)
     items = [item for item in items if item.name in classes]
     probabilities, crops = recognised(recognizer, items)
     results = {}
     for how in adaptations:
-        p = _adabn(ckpt, probabilities, crops) if how == "adabn" else adapted(probabilities, items, how, strength)
+        p = (
+            _adabn(ckpt, probabilities, crops, settings)
+            if how == "adabn"
+            else adapted(probabilities, items, how, strength)
+        )
         results[how] = scores(p, items, classes) | {"unknown_class": dict(unknown)}
     return results
 
 
-def _adabn(ckpt: str | Path, probabilities: np.ndarray, crops: list[torch.Tensor | None]) -> np.ndarray:
+def _adabn(
+    ckpt: str | Path, probabilities: np.ndarray, crops: list[torch.Tensor | None], settings: dict[str, Any]
+) -> np.ndarray:
     """The found faces' probabilities after AdaBN over all of them (PyTorch float32)."""
-    recognizer = EmotionRecognizer(ckpt, device="cpu", backend="torch")
+    recognizer = EmotionRecognizer(ckpt, **{"device": "cpu", **settings, "backend": "torch"})
     found = [i for i, c in enumerate(crops) if c is not None]
     out = np.full_like(probabilities, np.nan)
     if not found:
@@ -363,9 +377,17 @@ def recognizer_main(argv: list[str]) -> None:
     parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL], help="shipped names or checkpoints")
     parser.add_argument("--adapt", nargs="+", default=["none"], choices=ADAPTATIONS, help="per-person adaptations")
     parser.add_argument("--strength", type=float, default=1.0, help="power of the baseline (mean, neutral)")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="recognizer settings, e.g. margin=0.2 detector=haar"
+    )
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the folder holding ckplus/, baum2/, fer2013/")
     parser.add_argument("--json", type=Path, help="write the results here as JSON too")
     args = parser.parse_args(argv)
+    try:
+        settings = dict(_setting(kv) for kv in args.set)
+        RecognizerSettings(**settings)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--set: {error}")
     results = []
     print(
         "| set | model | adaptation | images | faces not found | accuracy | accuracy of found faces "
@@ -379,13 +401,24 @@ def recognizer_main(argv: list[str]) -> None:
             parser.error(str(error))
         for model in args.models:
             ckpt = shipped_model(model) if model in SHIPPED_MODELS else model
-            for how, r in through_recognizer(ckpt, items, tuple(args.adapt), args.strength).items():
-                results.append(r | {"set": name, "model": model, "adaptation": how})
+            for how, r in through_recognizer(ckpt, items, tuple(args.adapt), args.strength, **settings).items():
+                results.append(r | {"set": name, "model": model, "adaptation": how, "settings": settings})
                 recall = ", ".join(f"{c} {v:.0%}" for c, v in r["per_class_recall"].items())
                 print(f"| {name} | {model} | {how} | {r['images']} | {r['not_found']} | {r['accuracy']:.1%} "
                       f"| {r['accuracy_found']:.1%} | {r['macro_f1']:.3f} | {recall} |", flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as a recognizer setting: the value a Python literal where it is one, else a string."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ import pytest
 from fer.adaptation import divide
 from fer.checkpoint import load_predictor
 from fer.data.ckplus import read_ckplus
+from fer.data.fer2013_files import load_fer2013
 from fer.data.labels import CKPLUS_CODES, common_name
 from fer.evaluate import (
+    _padded,
     adapted,
     baum2_clips,
     ckplus_apex,
@@ -23,7 +25,7 @@ from fer.evaluate import (
     through_recognizer,
     zero_shot,
 )
-from fer.face.crops import preprocess
+from fer.face.crops import crop_faces, preprocess
 from fer.inference.recognizer import EmotionRecognizer
 from fer.shipped import shipped_model
 from tests.conftest import DATA, FER2013_CSV, need
@@ -136,3 +138,17 @@ def test_baum2_clips_through_the_recognizer_are_scored_as_clips():
     assert set(results) == {"none", "mean", "adabn"}
     for r in results.values():
         assert r["images"] == clips and r["not_found"] < clips and 0 <= r["accuracy"] <= 1
+
+
+def test_a_shifted_crop_recovers_fer2013s_framing_from_a_lower_box():
+    need(FER2013_CSV)
+    face = load_fer2013(FER2013_CSV).split("PrivateTest")[0][0].numpy()
+    picture = _padded(face)  # as recognizer_items("fer2013") gives it: upscaled 4x at (96, 96)-(288, 288)
+    side = 192 / 1.2  # a detector's box: smaller than FER-2013's frame and 0.1 of its side lower
+    top = 192 - side / 2 + 0.1 * side
+    box = np.array([192 - side / 2, top, 192 + side / 2, top + side])
+    matched = crop_faces(picture, [box], 48, margin=0.2, shift=-0.1)[0, 0].numpy().astype(int)
+    centred = crop_faces(picture, [box], 48, margin=0.2)[0, 0].numpy().astype(int)
+    assert np.abs(matched - face).mean() < 3 < 10 < np.abs(centred - face).mean()
+    with pytest.raises(ValueError, match="crop_shift"):
+        EmotionRecognizer(detector="haar", device="cpu", crop_shift=0.7)

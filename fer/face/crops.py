@@ -49,17 +49,21 @@ def preprocess(
     return x.sub_(mean).div_(std)
 
 
-def crop_faces(image: np.ndarray, boxes: Sequence[np.ndarray], size: int = 48, margin: float = 0.1) -> torch.Tensor:
+def crop_faces(
+    image: np.ndarray, boxes: Sequence[np.ndarray], size: int = 48, margin: float = 0.1, shift: float = 0.0
+) -> torch.Tensor:
     """Square face crops of an image, as data modules and ``infer.py`` feed them to a network.
 
     Each box is widened to a square of side ``max(w, h) * (1 + margin)`` around its
-    centre (pixels outside the image repeat the border) and resized to ``size``.
+    centre, moved down by ``shift * max(w, h)`` (pixels outside the image repeat the border),
+    and resized to ``size``.
 
     Args:
         image: ``uint8`` ``(H, W)`` grey or ``(H, W, 3)`` BGR image.
         boxes: ``(x1, y1, x2, y2)`` pixel boxes.
         size: output side in pixels (48 for FER-2013 networks).
         margin: extra fraction of the box side.
+        shift: vertical move of the crop's centre, a fraction of the box side (negative: up).
 
     Returns:
         ``uint8`` tensor ``(len(boxes), C, size, size)``, ``C`` = 1 for grey, 3 for BGR.
@@ -68,8 +72,9 @@ def crop_faces(image: np.ndarray, boxes: Sequence[np.ndarray], size: int = 48, m
     height, width = image.shape[:2]
     crops = np.empty((len(boxes), size, size, channels), np.uint8)
     for k, (x1, y1, x2, y2) in enumerate(np.asarray(b, dtype=np.float64)[:4] for b in boxes):
-        side = max(1, round(max(x2 - x1, y2 - y1) * (1 + margin)))
-        top, left = round((y1 + y2 - side) / 2), round((x1 + x2 - side) / 2)
+        box_side = max(x2 - x1, y2 - y1)
+        side = max(1, round(box_side * (1 + margin)))
+        top, left = round((y1 + y2 - side) / 2 + shift * box_side), round((x1 + x2 - side) / 2)
         pad = max(0, -top, -left, top + side - height, left + side - width)
         source = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
         crop = source[top + pad : top + pad + side, left + pad : left + pad + side]

@@ -126,7 +126,7 @@ class EmotionRecognizer:
         """``uint8 (len(boxes), C, S, S)`` face crops as the model's training data had them."""
         grey = image_bgr.ndim == 3 and self.settings["channels"] == 1
         image = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if grey else image_bgr
-        return crop_faces(image, boxes, self.settings["image_size"], self.config.margin)
+        return crop_faces(image, boxes, self.settings["image_size"], self.config.margin, self.config.crop_shift)
 
     @torch.inference_mode()
     def probabilities(self, crops: torch.Tensor) -> np.ndarray:

@@ -43,6 +43,7 @@ class RecognizerSettings:
             this many pixels (>= 32).
         margin: crop margin around the detected box, a fraction of its side
             (:func:`~fer.face.crops.crop_faces`).
+        crop_shift: the crop's centre moved down by this fraction of the box's side (negative: up).
         landmarks: ask for 68 iBUG landmarks (2D-FAN with S3FD or where cached, else dlib's).
         max_age: frames a track survives without a matching detection.
         hold: a tracked face the detector misses is still reported at its last box for
@@ -63,7 +64,7 @@ class RecognizerSettings:
 
     Raises:
         ValueError: ``detect_scale``, ``detect_every``, ``classify_every``, ``max_image_side``, ``smoothing``,
-            ``uncertain_below``, ``adapt``, ``adapt_strength``, ``adapt_prior``,
+            ``uncertain_below``, ``margin``, ``crop_shift``, ``adapt``, ``adapt_strength``, ``adapt_prior``,
             ``hold`` or ``max_age`` out of range.
     """
 
@@ -80,6 +81,7 @@ class RecognizerSettings:
     classify_every: int = 1
     max_image_side: int = 1920
     margin: float = 0.1
+    crop_shift: float = 0.0
     landmarks: bool = False
     max_age: int = 30
     hold: int = 2
@@ -104,6 +106,10 @@ class RecognizerSettings:
             raise ValueError(f"smoothing must be in [0, 1), not {self.smoothing}")
         if not 0 <= self.uncertain_below <= 1:
             raise ValueError(f"uncertain_below must be in [0, 1], not {self.uncertain_below}")
+        if not -0.5 <= self.margin <= 2 or not -0.5 <= self.crop_shift <= 0.5:
+            raise ValueError(
+                f"margin must be in [-0.5, 2] and crop_shift in [-0.5, 0.5]: {self.margin}, {self.crop_shift}"
+            )
         if self.adapt not in MODES:
             raise ValueError(f"adapt must be one of {', '.join(MODES)}, not {self.adapt!r}")
         if not 0 <= self.adapt_strength <= 1 or self.adapt_prior < 0:
