@@ -120,3 +120,37 @@ def test_vggnet_is_the_papers_network_at_40x40():
     convs = [m for m in net.features.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
     assert all(c.kernel_size == (3, 3) for c in convs)
+
+
+def _real_faces() -> torch.Tensor:
+    """64 FER-2013 faces of the sample shipped in the package, ``float (64, 1, 48, 48)`` in [0, 1]."""
+    from fer.data.fer2013_files import load_fer2013
+
+    faces, _ = load_fer2013(None).split("Training")
+    return faces[:64].unsqueeze(1).float() / 255
+
+
+def test_photometric_augmentation_changes_what_each_key_says():
+    torch.manual_seed(0)
+    x = _real_faces()
+    still = {"flip": 0.0, "rotation": 0, "scale": (1, 1), "shift": 0, "erase": 0}
+    contrast = BatchAugment(**still, contrast=0.3)(x)
+    ratio = contrast.std((1, 2, 3)) / x.std((1, 2, 3))
+    assert 0.65 < ratio.min() < 0.9 and 1.1 < ratio.max() < 1.35  # clamping trims the highest a little
+    torch.testing.assert_close(contrast.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=0.03, rtol=0)
+    gamma = BatchAugment(**still, gamma=0.3)(x)
+    inside = (x > 0.05) & (x < 0.95)
+    exponent = torch.stack([(gamma[k][inside[k]].log() / x[k][inside[k]].log()).median() for k in range(64)])
+    assert 0.74 <= exponent.min() < 0.9 and 1.1 < exponent.max() <= 1.35
+    sharpness = lambda y: (y[..., 1:, :] - y[..., :-1, :]).abs().mean((1, 2, 3))  # noqa: E731
+    blurred = BatchAugment(**still, blur=1.0)(x)
+    assert (sharpness(blurred) < 0.9 * sharpness(x)).all()
+    half = BatchAugment(**still, blur=0.5)(x)
+    untouched = (half - x).abs().flatten(1).amax(1) < 1e-4
+    assert 15 < untouched.sum() < 49
+    compressed = BatchAugment(**still, jpeg=1.0, jpeg_quality=(20, 20))(x)
+    psnr = -10 * torch.log10(((compressed - x) ** 2).mean((1, 2, 3)))
+    assert psnr.min() > 24 and psnr.max() < 42
+    noisy = BatchAugment(**still, noise=0.05)(x) - x
+    assert noisy.std((1, 2, 3)).max() < 0.055 and noisy.std((1, 2, 3)).min() < 0.02 < noisy.std((1, 2, 3)).max()
+    torch.testing.assert_close(BatchAugment(**still)(x), x)
