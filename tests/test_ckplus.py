@@ -130,3 +130,22 @@ def test_ckplus_and_fer2013_combined_by_name(tmp_path):
     assert total["sad"] == 300 + 28 and total["neutral"] == 300 and total["contempt"] == 18
     images, _ = combined.splits["train"].tensors
     assert images.shape[1:] == (1, 48, 48) and images.dtype == torch.uint8
+
+
+def test_combined_members_are_drawn_by_their_weights(tmp_path):
+    from fer.data import FER2013DataModule
+    from fer.data.combined import CombinedDataModule
+
+    ckplus = CKPlusDataModule(str(need(CKPLUS)), detector=None, cache_dir=str(tmp_path))
+    combined = CombinedDataModule(
+        {"fer2013": FER2013DataModule(), "ckplus": ckplus}, weights={"fer2013": 1, "ckplus": 1}
+    )
+    combined.setup()
+    member = combined.member_of["train"]
+    assert len(member) == len(combined.splits["train"]) and 0.05 < member.float().mean() < 0.2  # CK+ is the few
+    drawn = member[list(combined.train_dataloader().sampler)]
+    assert len(drawn) == len(member) and 0.45 < drawn.float().mean() < 0.55  # half the draws from CK+
+    with pytest.raises(ValueError, match="share"):
+        CombinedDataModule({"fer2013": FER2013DataModule()}, weights={"ferplus": 1})
+    with pytest.raises(ValueError, match="not both"):
+        CombinedDataModule({"fer2013": FER2013DataModule()}, weights={"fer2013": 1}, balance="sampler")

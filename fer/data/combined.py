@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Sampler, TensorDataset, WeightedRandomSampler
 
-from fer.data.base import InMemoryDataModule
+from fer.data.base import InMemoryDataModule, _global_seed
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,34 @@ class CombinedDataModule(InMemoryDataModule):
     Args:
         members: the data modules, e.g. ``{"fer2013": ..., "ckplus": ...}``.
         crop_size: side in pixels of the stored images (48: FER-2013's own).
+        weights: a member's share of the training draws, by name (``{"fer2013": 3, "ckplus": 1}``:
+            three FER-2013 images drawn for every CK+ one, with replacement, as many draws an
+            epoch as there are training images); ``None``: every image once an epoch.
         **kwargs: see :class:`InMemoryDataModule`.
+
+    Raises:
+        ValueError: weights that do not name the members, negative weights, or weights
+            together with ``balance="sampler"``.
     """
 
     hparams_ignore = ("members",)
 
-    def __init__(self, members: dict[str, InMemoryDataModule], crop_size: int = 48, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        members: dict[str, InMemoryDataModule],
+        crop_size: int = 48,
+        weights: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.members, self.crop_size = members, crop_size
+        if weights is not None:
+            weights = dict(weights)
+            if set(weights) != set(members) or min(weights.values()) < 0 or not sum(weights.values()) > 0:
+                raise ValueError(f"weights {weights} must give each of {sorted(members)} a share >= 0, not all 0")
+            if self.balance == "sampler":
+                raise ValueError("give weights or balance='sampler', not both")
+        self.members, self.crop_size, self.weights = members, crop_size, weights
+        self.member_of: dict[str, torch.Tensor] = {}
         names: list[str] = []
         for module in members.values():
             names += [n for n in module.class_names if n not in names]
@@ -47,7 +68,7 @@ class CombinedDataModule(InMemoryDataModule):
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"train": [], "val": [], "test": []}
-        for module in self.members.values():
+        for member, module in enumerate(self.members.values()):
             module.setup()
             to_common = torch.tensor([self.class_names.index(n) for n in module.class_names])
             for split, dataset in module.splits.items():
@@ -56,9 +77,21 @@ class CombinedDataModule(InMemoryDataModule):
                     size = (self.crop_size, self.crop_size)
                     images = F.interpolate(images.float(), size=size, mode="area").round().to(torch.uint8)
                 parts[split].append((images, to_common[labels]))
+                self.member_of.setdefault(split, []).append(torch.full((len(labels),), member))
+        self.member_of = {split: torch.cat(index) for split, index in self.member_of.items()}
         splits = {s: (torch.cat([i for i, _ in p]), torch.cat([lab for _, lab in p])) for s, p in parts.items()}
         for split, (_, labels) in splits.items():
             counts = Counter(self.class_names[k] for k in labels.tolist())
             self.balance_report[split] = {n: counts.get(n, 0) for n in self.class_names}
             log.info("combined %s split: %d images, per class %s", split, len(labels), self.balance_report[split])
         return splits
+
+    def _train_sampler(self, dataset: TensorDataset) -> Sampler:
+        """Draws by the members' ``weights`` (seeded by the run's seed), else the base class's order."""
+        if self.weights is None:
+            return super()._train_sampler(dataset)
+        member = self.member_of["train"]
+        share = torch.tensor([float(self.weights[name]) for name in self.members])
+        counts = torch.bincount(member, minlength=len(share)).clamp_min(1)
+        generator = torch.Generator().manual_seed(_global_seed())
+        return WeightedRandomSampler((share / counts)[member], len(member), replacement=True, generator=generator)
