@@ -1,5 +1,6 @@
 """CK+ on the real data: original layout, the complete sequence S501/001 and CK+48."""
 
+import json
 from collections import Counter
 
 import pytest
@@ -149,3 +150,29 @@ def test_combined_members_are_drawn_by_their_weights(tmp_path):
         CombinedDataModule({"fer2013": FER2013DataModule()}, weights={"ferplus": 1})
     with pytest.raises(ValueError, match="not both"):
         CombinedDataModule({"fer2013": FER2013DataModule()}, weights={"fer2013": 1}, balance="sampler")
+
+
+def test_train_py_reports_each_member_of_a_combined_set_apart(tmp_path):
+    from tests.conftest import run_train
+
+    need(CKPLUS)
+    run_train(
+        tmp_path, "data=ckplus_fer2013", "data.members.ckplus.detector=null",
+        f"data.members.ckplus.cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3", "model=cnn4",
+    )  # fmt: skip
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    logged, support = metrics["logged"], {name: 0 for name in ("fer2013", "ckplus")}
+    for name in support:
+        assert 0 <= logged[f"test/acc/{name}"] <= 1 and 0 <= logged[f"test/f1/{name}"] <= 1
+    # the members' accuracies, weighted by their test images, make the whole split's
+    from fer.data import FER2013DataModule
+    from fer.data.combined import CombinedDataModule
+
+    ckplus = CKPlusDataModule(str(CKPLUS), detector=None, cache_dir=str(tmp_path / "cache"))
+    combined = CombinedDataModule({"fer2013": FER2013DataModule(), "ckplus": ckplus})
+    combined.setup()
+    images = torch.bincount(combined.member_of["test"]).tolist()
+    assert sum(images) == metrics["num_images"]
+    whole = sum(logged[f"test/acc/{n}"] * k for n, k in zip(support, images)) / metrics["num_images"]
+    assert whole == pytest.approx(metrics["accuracy"], abs=1e-4)

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torchmetrics.functional.classification import multiclass_f1_score
 
 from fer.calibration import reliability_figure
 from fer.files import write_json_atomically
@@ -180,6 +181,50 @@ class TestReport(pl.Callback):
             if writer is not None:
                 writer.add_figure("test/reliability", fig)
             plt.close(fig)
+
+
+class PerSetMetrics(pl.Callback):
+    """Accuracy and macro-F1 of each member of a combined data set, apart: ``val/acc/<member>`` and
+    ``val/f1/<member>`` after every validation, ``test/...`` after the test (so in ``metrics.json``).
+
+    Works with data modules that say which member each image of a split comes from
+    (:attr:`fer.data.combined.CombinedDataModule.member_of`); does nothing for the others and in
+    multi-process runs (where a process sees only part of a split).
+    """
+
+    def _start(self, *args: Any) -> None:
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    on_validation_epoch_start = on_test_epoch_start = _start
+
+    def _batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        y = batch[1]
+        self.seen.append((outputs["preds"].cpu(), (y.argmax(-1) if y.is_floating_point() else y).cpu()))
+
+    on_validation_batch_end = on_test_batch_end = _batch_end
+
+    def _end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        members = getattr(trainer.datamodule, "member_of", {}).get(stage)
+        if members is None or trainer.world_size > 1 or trainer.sanity_checking or not self.seen:
+            return
+        preds, labels = (torch.cat(t) for t in zip(*self.seen))
+        members = members[: len(preds)]  # the loader's order; fewer where batches are limited
+        for k, name in enumerate(trainer.datamodule.members):
+            mine = members == k
+            if mine.any():
+                p, y = preds[mine], labels[mine]
+                per_class = multiclass_f1_score(p, y, len(pl_module.class_names), average="none")
+                f1 = per_class[torch.bincount(y, minlength=len(per_class)) > 0].mean()  # classes the member has
+                pl_module.log(f"{stage}/acc/{name}", (p == y).float().mean())
+                pl_module.log(f"{stage}/f1/{name}", f1)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end(trainer, pl_module, "test")
 
 
 class EpochSeed(pl.Callback):
