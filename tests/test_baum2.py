@@ -5,7 +5,14 @@ from collections import Counter
 import pytest
 import torch
 
-from fer.data.baum2 import BAUM2DataModule, extract_face_frames, fixed_length, load_clip, read_baum2
+from fer.data.baum2 import (
+    BAUM2DataModule,
+    BAUM2FramesDataModule,
+    extract_face_frames,
+    fixed_length,
+    load_clip,
+    read_baum2,
+)
 from fer.face.detection import HaarDetector
 from fer.inference.loop import run
 from fer.inference.recognizer import EmotionRecognizer
@@ -54,6 +61,23 @@ def test_splits_are_subject_independent_and_augment_clips_as_a_whole():
     assert torch.allclose(x[:, 0], x[:, 5]) and not torch.allclose(
         x[:, 0], dm.on_after_batch_transfer((still, labels), 0)[0][:, 0]
     )
+
+
+def test_frames_of_the_clips_as_images_keep_the_clips_subject_folds():
+    clips = BAUM2DataModule(str(need(BAUM2)), fold=1)
+    frames = BAUM2FramesDataModule(str(BAUM2), fold=1)
+    clips.setup()
+    frames.setup()
+    assert frames.subjects == clips.subjects and frames.input_spec == {"in_channels": 1, "input_size": 48}
+    assert sum(len(ds) for ds in frames.splits.values()) == 2272
+    split = next(name for name, members in frames.subjects.items() if "S001" in members)
+    images, labels = frames.splits[split].tensors
+    mine = [c for c in read_baum2(BAUM2) if c.subject in frames.subjects[split]]
+    assert Counter(labels.tolist()) == Counter(c.code for c in mine for _ in c.frames)
+    first = load_clip(mine[0].frames[:1], 1)[0]
+    assert images.shape[1:] == (1, 48, 48) and any(torch.equal(first, x) for x in images)
+    x, _ = frames.on_after_batch_transfer((images[:4], labels[:4]), 0)
+    assert x.shape == (4, 1, 48, 48) and x.dtype == torch.float32
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +177,27 @@ def test_train_py_reports_each_member_of_a_combined_set_apart(tmp_path):
     assert sum(images) == metrics["num_images"]
     whole = sum(logged[f"test/acc/{n}"] * k for n, k in zip(support, images)) / metrics["num_images"]
     assert whole == pytest.approx(metrics["accuracy"], abs=1e-4)
+
+
+def test_mixed_data_of_every_labelled_set_and_one_left_out(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from fer.config import register_resolvers
+
+    need(CKPLUS)
+    need(DATA / "baum2" / "Extracted")
+    register_resolvers()
+    common = [f"paths.data_dir={DATA}", f"data.members.ckplus.cache_dir={tmp_path}", "paths.root_dir=."]
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        every = compose("train", overrides=["data=mixed", *common])
+        left_out = compose("train", overrides=["data=mixed", "~data.members.ckplus", *common[:1], "paths.root_dir=."])
+    assert every.data.augment.jpeg > 0 and every.data.members.ckplus.detector == "blazeface"
+    mixed = instantiate(every.data, _convert_="all")
+    mixed.setup()
+    assert mixed.class_names == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt")
+    sizes = torch.bincount(torch.cat([mixed.member_of[s] for s in ("train", "val", "test")])).tolist()
+    ckplus = mixed.members["ckplus"]
+    assert sizes == [2100, sum(len(d) for d in ckplus.splits.values()), 2272]  # the sample, CK+, BAUM-2 frames
+    assert sizes[1] > 327 and sum(1 for _, name, _ in ckplus.items() if name == "neutral") > 0
+    assert list(instantiate(left_out.data, _convert_="all").members) == ["fer2013", "baum2"]

@@ -11,6 +11,7 @@ from importlib import import_module
 #: (:mod:`fer.data.fer2013_files`) loads no Lightning.
 _HOMES = {
     "BAUM2DataModule": "baum2",
+    "BAUM2FramesDataModule": "baum2",
     "CKPlusDataModule": "ckplus",
     "CombinedDataModule": "combined",
     "CLASS_NAMES": "fer2013_files",
@@ -33,6 +34,7 @@ __all__ = [
     "CLASS_NAMES",
     "FER2013",
     "BAUM2DataModule",
+    "BAUM2FramesDataModule",
     "CKPlusDataModule",
     "CombinedDataModule",
     "FER2013DataModule",

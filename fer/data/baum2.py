@@ -186,3 +186,28 @@ class BAUM2DataModule(InMemoryDataModule):
         # frames stacked as channels: one random warp and erasure for the whole clip
         x = preprocess(clips.view(b, t * c, h, w), None, self.mean, self.std, self.augment if training else None)
         return x.view(b, t, c, h, w), labels
+
+
+class BAUM2FramesDataModule(BAUM2DataModule):
+    """BAUM-2's face frames as single images ``uint8 (C, H, W)``, each labelled with its clip's class,
+    in the same subject-independent folds as :class:`BAUM2DataModule` (no person in two splits).
+
+    For image networks and for mixing with other image sets (``data=mixed``). Every frame a clip
+    has is used (1-16 in the shared extraction), so ``clip_length`` is unused.
+    """
+
+    @property
+    def input_spec(self) -> dict[str, int]:
+        return InMemoryDataModule.input_spec.fget(self)
+
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        clips = read_baum2(self.path)
+        self.subjects = subject_splits([c.subject for c in clips], self.num_folds, self.fold, self.seed)
+        frames = [load_clip(c.frames, len(c.frames), self.image_size, self.grey) for c in clips]
+        subjects = [c.subject for c, f in zip(clips, frames) for _ in range(len(f))]
+        labels = torch.tensor([c.code for c, f in zip(clips, frames) for _ in range(len(f))])
+        images = torch.cat(frames)
+        return {split: (images[mask], labels[mask]) for split, mask in masks(subjects, self.subjects).items()}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return InMemoryDataModule.on_after_batch_transfer(self, batch, dataloader_idx)
