@@ -7,7 +7,8 @@ Saerens et al. 2002, with the person's own predictions as the prior) removes wha
 person's face and camera add to every frame:
 
 - ``mean``: the baseline is the mean of the person's predictions (a track's, so far), which
-  assumes the person shows the classes about equally; it hurts a person who is happy throughout.
+  assumes the person shows the classes about equally: what a person shows throughout (a smile)
+  loses probability.
 - ``neutral``: the baseline is the prediction on frames known to show the person at rest
   (a user's mark in the window, CK+'s first frames), which assumes only that they are neutral.
 
