@@ -187,7 +187,7 @@ def recognizer_items(name: str, data: Path) -> list[Item]:
     Raises:
         FileNotFoundError: the set is not under ``data`` (or no image in the folder). ValueError: an unknown set.
     """
-    if name.startswith("ckplus"):
+    if name.startswith("ckplus") and name in RECOGNIZER_SETS:
         sequences = [s for s in read_ckplus(data / "ckplus") if s.code is not None]
         items = []
         for s in sequences:
@@ -196,8 +196,6 @@ def recognizer_items(name: str, data: Path) -> list[Item]:
             last = Item(partial(_read, s.frames[-1]), common_name(CKPLUS_CODES[s.code]), session, s.subject, session)
             unscored = dataclasses.replace(first, scored=False)  # a baseline of the apex frames only
             items += {"ckplus": [unscored, last], "ckplus_neutral": [first]}.get(name, [first, last])
-        if name not in RECOGNIZER_SETS:
-            raise ValueError(f"unknown set {name!r}; use {', '.join(RECOGNIZER_SETS)} or folder:PATH")
         return items
     if name == "baum2":
         return [
@@ -238,10 +236,12 @@ def _padded_file(path: Path) -> np.ndarray:
     return _padded(_read(path))
 
 
-def recognised(recognizer: EmotionRecognizer, items: list[Item]) -> tuple[np.ndarray, list[torch.Tensor | None]]:
-    """Each item's probabilities ``float32 (N, C)`` (NaN where no face was found) and its face crop
-    ``uint8 (C, S, S)`` (``None``), through the recognizer as a user runs it: the face of the highest
-    detector score of each image, standing alone."""
+def recognised(
+    recognizer: EmotionRecognizer, items: list[Item], keep_crops: bool = False
+) -> tuple[np.ndarray, list[torch.Tensor | None]]:
+    """Each item's probabilities ``float32 (N, C)`` (NaN where no face was found) through the recognizer
+    as a user runs it: the face of the highest detector score of each image, standing alone; with
+    ``keep_crops`` also each face's crop ``uint8 (C, S, S)`` (``None`` where none was found)."""
     probabilities = np.full((len(items), len(recognizer.class_names)), np.nan, np.float32)
     crops: list[torch.Tensor | None] = [None] * len(items)
     for i, item in enumerate(track(items, description="recognising", transient=True, console=Console(stderr=True))):
@@ -249,7 +249,8 @@ def recognised(recognizer: EmotionRecognizer, items: list[Item]) -> tuple[np.nda
         faces = recognizer.predict(image, track=False)
         if faces:
             probabilities[i] = [faces[0].probabilities[c] for c in recognizer.class_names]
-            crops[i] = recognizer.crops(image, [np.array(faces[0].box, np.float32)])[0]
+            if keep_crops:
+                crops[i] = recognizer.crops(image, [np.array(faces[0].box, np.float32)])[0]
     return probabilities, crops
 
 
@@ -264,17 +265,18 @@ def adapted(probabilities: np.ndarray, items: list[Item], how: str, strength: fl
     if how == "none":
         return probabilities
     found = ~np.isnan(probabilities[:, 0])
-    out = probabilities.copy()
+    people: dict[str, list[int]] = {}
     for i, item in enumerate(items):
-        if not (found[i] and item.person):
-            continue
-        base = [
-            j for j, other in enumerate(items)
-            if found[j] and other.person == item.person
-            and (how == "mean" or (other.reference and other.session != item.session))
-        ]  # fmt: skip
-        if base:
-            out[i] = divide(probabilities[i], probabilities[base].mean(0), strength)
+        if found[i] and item.person:
+            people.setdefault(item.person, []).append(i)
+    out = probabilities.copy()
+    for faces in people.values():
+        for i in faces:
+            base = faces if how == "mean" else [
+                j for j in faces if items[j].reference and items[j].session != items[i].session
+            ]  # fmt: skip
+            if base:
+                out[i] = divide(probabilities[i], probabilities[base].mean(0), strength)
     return out
 
 
@@ -339,9 +341,11 @@ def through_recognizer(
         raise ValueError(f"unknown adaptation {sorted(unknown_how)}; use {', '.join(ADAPTATIONS)}")
     recognizer = EmotionRecognizer(ckpt, **{"device": "cpu", **settings})
     classes = recognizer.class_names
-    unknown = Counter(item.name for item in items if item.name not in classes)
+    unknown = Counter(item.name for item in items if item.scored and item.name not in classes)
     items = [item for item in items if item.name in classes]
-    probabilities, crops = recognised(recognizer, items)
+    if adaptations == ("none",):  # reference-only faces serve the adaptations alone
+        items = [item for item in items if item.scored]
+    probabilities, crops = recognised(recognizer, items, keep_crops="adabn" in adaptations)
     results = {}
     for how in adaptations:
         p = (

@@ -105,8 +105,6 @@ class EmotionRecognizer:
         self.frame_index = 0
         self.tracker.reset()
         self._detections: list[Detection] = []
-        self.baselines: dict[int, Baseline] = {}
-        self._raw: dict[int, np.ndarray] = {}
 
     def fork(self) -> EmotionRecognizer:
         """A recognizer sharing this one's model and detector (loaded once), with its own
@@ -198,8 +196,6 @@ class EmotionRecognizer:
             ]
             faces.append(self._faces(detections, ids, smoothed))
         self.tracker.prune()
-        for k in [k for k in self._raw if k not in self.tracker.tracks]:
-            del self._raw[k], self.baselines[k]
         return faces
 
     def mark_neutral(self, track_ids: list[int] | None = None) -> list[int]:
@@ -212,9 +208,10 @@ class EmotionRecognizer:
         """
         if self.config.adapt != "neutral":
             raise ValueError(f"mark_neutral needs adapt='neutral', not {self.config.adapt!r}")
-        marked = [k for k in (self._raw if track_ids is None else track_ids) if k in self._raw]
+        raw, baselines = self.tracker.raw, self.tracker.baselines
+        marked = [k for k in (raw if track_ids is None else track_ids) if k in raw]
         for k in marked:
-            self.baselines[k].add(self._raw[k])
+            baselines[k].add(raw[k])
         return marked
 
     def _adapted(self, track_id: int, probabilities: np.ndarray) -> np.ndarray:
@@ -222,10 +219,11 @@ class EmotionRecognizer:
         mode = self.config.adapt
         if mode == "none":
             return probabilities
-        self._raw[track_id] = probabilities
-        if track_id not in self.baselines:
-            self.baselines[track_id] = Baseline(len(self.class_names), self.config.adapt_prior if mode == "mean" else 0)
-        baseline = self.baselines[track_id]
+        self.tracker.raw[track_id] = probabilities
+        baseline = self.tracker.baselines.get(track_id)
+        if baseline is None:  # a new track
+            prior = self.config.adapt_prior if mode == "mean" else 0
+            baseline = self.tracker.baselines[track_id] = Baseline(len(self.class_names), prior)
         if mode == "mean":
             baseline.add(probabilities)
         return divide(probabilities, baseline.value, self.config.adapt_strength)

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import torch
 
+from fer.adaptation import Baseline
+
 #: Side of the grey thumbnails compared to find scene cuts (width, height).
 THUMBNAIL = (32, 18)
 
@@ -79,6 +81,8 @@ class Tracker:
             that frames located ahead (a batch) can still be smoothed after their track ended;
             ids are never reused, and :meth:`prune` drops those of ended tracks.
         classified: the frame each track's face was last classified in (see :meth:`due`).
+        baselines, raw: each track's per-person baseline and its face's last unadapted probabilities
+            (kept by the recognizer with ``adapt``; see :mod:`fer.adaptation`).
     """
 
     def __init__(
@@ -98,6 +102,8 @@ class Tracker:
         self.tracks: dict[int, Track] = {}
         self.smoothed: dict[int, np.ndarray] = {}
         self.classified: dict[int, int] = {}
+        self.baselines: dict[int, Baseline] = {}
+        self.raw: dict[int, np.ndarray] = {}
         self.next_id, self.cuts = 1, 0
         self._thumbnail: np.ndarray | None = None
 
@@ -164,8 +170,7 @@ class Tracker:
         return True
 
     def prune(self) -> None:
-        """Forget the smoothed probabilities and classification frames of tracks that have ended."""
-        for k in [k for k in self.smoothed if k not in self.tracks]:
-            del self.smoothed[k]
-        for k in [k for k in self.classified if k not in self.tracks]:
-            del self.classified[k]
+        """Forget the smoothed probabilities, classification frames and baselines of tracks that have ended."""
+        for per_track in (self.smoothed, self.classified, self.baselines, self.raw):
+            for k in [k for k in per_track if k not in self.tracks]:
+                del per_track[k]
