@@ -1,13 +1,16 @@
 """Temperature scaling (Guo et al. 2017): probabilities whose confidence matches their accuracy.
 
     python -m fer.calibration CKPT OUT.ckpt --data ../shared/data/fer2013/fer2013.csv.gz \
-        [--ferplus ../shared/data/ferplus/fer2013new.csv] [--report DIR] [--overwrite]
+        [--ferplus ../shared/data/ferplus/fer2013new.csv] [--single] [--report DIR] [--overwrite]
 
-One number ``T`` divides every test-time view's logits before its softmax; it is fitted
-on the validation split (FER-2013 PublicTest, FER+ Valid) by minimising the negative
-log-likelihood of the predictor's probabilities, and written into a copy of the checkpoint
-(:func:`fer.checkpoint.write_temperature`), from where every path that loads the model
-uses it: the recognizer, the web app and the ONNX graph. The most probable class of each
+Each face's test-time views have their logits divided by one temperature before their
+softmax: ``T * H ** a``, ``H`` the normalised entropy of the face's untempered prediction
+(:func:`fer.predictor.face_temperature`, after Balanya et al. 2022), so that sure and unsure
+faces can be sharpened by different amounts; ``--single`` fits ``T`` alone (``a = 0``).
+Both are fitted on the validation split (FER-2013 PublicTest, FER+ Valid) by minimising the
+negative log-likelihood of the predictor's probabilities, and written into a copy of the
+checkpoint (:func:`fer.checkpoint.write_temperature`), from where every path that loads the
+model uses them: the recognizer, the web app and the ONNX graph. The most probable class of each
 face stays what it was (for one view exactly; averaged views may swap near-ties). Reports
 accuracy, expected calibration error (15 equal-width bins, torchmetrics'
 ``MulticlassCalibrationError``) and NLL on the validation and test splits before and
@@ -29,7 +32,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from fer.checkpoint import CheckpointError, load_predictor, write_temperature
 from fer.data import FER2013DataModule, FERPlusDataModule
 from fer.face.crops import preprocess
-from fer.predictor import ExpressionPredictor, log_mean_softmax
+from fer.predictor import ExpressionPredictor, face_temperature, log_mean_softmax
 
 #: Bins of the expected calibration error and of the reliability diagrams (Guo et al. 2017 use 15).
 BINS = 15
@@ -45,20 +48,28 @@ def view_logits(predictor: ExpressionPredictor, faces: torch.Tensor, batch: int 
     return torch.cat(out, dim=1)
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The ``T`` minimising the NLL of ``labels`` ``int64 (N,)`` under :func:`~fer.predictor.log_mean_softmax`
-    (L-BFGS on ``log T``) for ``(V, N, classes)`` logits."""
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+def calibrated(logits: torch.Tensor, temperature: float | torch.Tensor, entropy_exponent: float | torch.Tensor = 0.0):
+    """Log-probabilities ``(N, classes)`` of ``(V, N, classes)`` view logits as the predictor computes
+    them with ``temperature`` and ``entropy_exponent`` (:func:`~fer.predictor.face_temperature`)."""
+    return log_mean_softmax(logits, face_temperature(logits, temperature, entropy_exponent))
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, entropy: bool = True) -> tuple[float, float]:
+    """``(T, a)`` minimising the NLL of ``labels`` ``int64 (N,)`` under :func:`calibrated` for
+    ``(V, N, classes)`` logits (L-BFGS on ``log T`` and ``a``); ``entropy=False``: ``a`` stays 0."""
+    log_t, a = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=entropy)
+    optimizer = torch.optim.LBFGS(
+        [log_t, a] if entropy else [log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.nll_loss(log_mean_softmax(logits, log_t.exp()), labels)
+        loss = F.nll_loss(calibrated(logits, log_t.exp(), a), labels)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp())
+    return float(log_t.detach().exp()), float(a.detach())
 
 
 def scores(log_proba: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -111,28 +122,32 @@ def splits(data: str, ferplus: str | None = None) -> dict[str, tuple[torch.Tenso
     return {name: dm.splits[name].tensors for name in ("val", "test")}
 
 
-def calibrate(source: str | Path, data: str, ferplus: str | None = None) -> tuple[float, dict[str, Any], dict]:
-    """Fit a checkpoint's temperature on its validation split: ``T``, the scores before and after on
-    both splits, and the probabilities of the test split before and after (for the diagrams).
+def calibrate(
+    source: str | Path, data: str, ferplus: str | None = None, entropy: bool = True
+) -> tuple[tuple[float, float], dict[str, Any], dict]:
+    """Fit a checkpoint's temperature on its validation split (see :func:`fit_temperature`): ``(T, a)``,
+    the scores before and after on both splits, and the probabilities of the test split before and
+    after (for the diagrams).
 
     Raises:
         ValueError: a FER+ model (8 classes with contempt) without ``ferplus`` labels.
     """
     predictor, _ = load_predictor(source, views=None)
-    predictor.temperature = 1.0  # fitted from the raw logits, whatever the checkpoint held
+    predictor.temperature, predictor.entropy_exponent = 1.0, 0.0  # fitted from the raw logits
     eight_classes = "contempt" in predictor.class_names  # FER+'s
     if eight_classes and ferplus is None:
         raise ValueError("an 8-class FER+ model: give --ferplus fer2013new.csv")
     faces = splits(data, ferplus if eight_classes else None)
     logits = {name: (view_logits(predictor, x), y) for name, (x, y) in faces.items()}
-    t = fit_temperature(*logits["val"])
+    t, a = fit_temperature(*logits["val"], entropy=entropy)
     report = {
-        name: {"before": scores(log_mean_softmax(z, 1.0), y), "after": scores(log_mean_softmax(z, t), y)}
+        name: {"before": scores(log_mean_softmax(z, 1.0), y), "after": scores(calibrated(z, t, a), y)}
         for name, (z, y) in logits.items()
     }
     z, y = logits["test"]
-    curves = {"as trained": log_mean_softmax(z, 1.0).exp(), f"T = {t:.2f}": log_mean_softmax(z, t).exp()}
-    return t, report, {"curves": curves, "labels": y}
+    fitted = f"T = {t:.2f}" + (f" H^{a:.2f}" if a else "")
+    curves = {"as trained": log_mean_softmax(z, 1.0).exp(), fitted: calibrated(z, t, a).exp()}
+    return (t, a), report, {"curves": curves, "labels": y}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", type=Path, help="the calibrated copy to write")
     parser.add_argument("--data", required=True, help="FER-2013's official CSV")
     parser.add_argument("--ferplus", help="FER+'s fer2013new.csv, for an 8-class FER+ model")
+    parser.add_argument("--single", action="store_true", help="one temperature for every face (no entropy term)")
     parser.add_argument("--report", type=Path, help="folder for calibration.json and reliability.png")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing target")
     args = parser.parse_args(argv)
@@ -148,15 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.target} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     try:
-        t, report, diagram = calibrate(args.source, args.data, args.ferplus)
-        write_temperature(args.source, args.target, t, overwrite=True)
+        (t, a), report, diagram = calibrate(args.source, args.data, args.ferplus, entropy=not args.single)
+        write_temperature(args.source, args.target, t, a, overwrite=True)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps({"temperature": round(t, 4), **report}, indent=1))
+    fitted = {"temperature": t, "entropy_exponent": a}
+    print(json.dumps({k: round(v, 4) for k, v in fitted.items()} | report, indent=1))
     if args.report:
         args.report.mkdir(parents=True, exist_ok=True)
-        (args.report / "calibration.json").write_text(json.dumps({"temperature": t, **report}, indent=1))
+        (args.report / "calibration.json").write_text(json.dumps(fitted | report, indent=1))
         fig = reliability_figure(diagram["curves"], diagram["labels"], f"{args.source.name}, test split")
         fig.savefig(args.report / "reliability.png", dpi=110)
     return 0

@@ -133,7 +133,7 @@ def predictor_arguments(
     net = network_config(checkpoint, path)
     hparams = checkpoint["hyper_parameters"]
     check_views(**(views or {}))
-    kept = {k: hparams[k] for k in (*VIEWS, "crop", "channels_last", "temperature") if k in hparams}
+    kept = {k: hparams[k] for k in (*VIEWS, "crop", "channels_last", "temperature", "entropy_exponent") if k in hparams}
     kept |= dict(views or {})
     return {"net": net, "class_names": list(hparams["class_names"]), **kept}
 
@@ -216,9 +216,12 @@ def pretrained_network(
     return predictor.net_config, predictor.net.state_dict(), predictor.class_names, predictor.crop, ten_crop
 
 
-def write_temperature(source: str | Path, target: str | Path, temperature: float, overwrite: bool = False) -> Path:
-    """A copy of a checkpoint whose predictor divides its logits by ``temperature`` (the hyper-parameter
-    ``temperature``, see :class:`~fer.predictor.ExpressionPredictor`); everything else is kept as stored
+def write_temperature(
+    source: str | Path, target: str | Path, temperature: float, entropy_exponent: float = 0.0, overwrite: bool = False
+) -> Path:
+    """A copy of a checkpoint whose predictor divides its logits by ``temperature`` times the normalised
+    entropy to ``entropy_exponent`` (the hyper-parameters of the same names, see
+    :class:`~fer.predictor.ExpressionPredictor`); everything else is kept as stored
     (int8 weights stay int8). Written to a partial file first, so ``target`` is whole or untouched.
 
     Raises:
@@ -235,6 +238,7 @@ def write_temperature(source: str | Path, target: str | Path, temperature: float
     if not isinstance(checkpoint.get("hyper_parameters"), dict):
         raise CheckpointError(f"{source}: no hyper_parameters to hold a temperature")
     checkpoint["hyper_parameters"]["temperature"] = float(temperature)
+    checkpoint["hyper_parameters"]["entropy_exponent"] = float(entropy_exponent)
     partial = target.with_name(f".{target.name}.partial")
     torch.save(checkpoint, partial)
     partial.replace(target)

@@ -51,6 +51,23 @@ def log_mean_softmax(logits: torch.Tensor, temperature: float | torch.Tensor = 1
     return logs.logsumexp(0) - torch.log(torch.tensor(float(len(logits))))
 
 
+def face_temperature(
+    logits: torch.Tensor, temperature: float | torch.Tensor = 1.0, entropy_exponent: float | torch.Tensor = 0.0
+) -> torch.Tensor:
+    """Each face's temperature ``float (1, B, 1)`` for the ``float (V, B, classes)`` logits of ``V`` views:
+    ``temperature * H(x) ** entropy_exponent``, ``H`` the entropy of the faces' untempered
+    :func:`log_mean_softmax` divided by its maximum ``log(classes)`` (in ``(0, 1]``; floored at 1e-6).
+
+    An entropy-based temperature after Balanya et al. 2022 ("Adaptive temperature scaling for robust
+    calibration of deep neural networks"): with a positive exponent sure faces are sharpened more than
+    unsure ones. Each face's logits are divided by one positive number, so the most probable class of
+    one view never changes. Differentiable in ``temperature`` and ``entropy_exponent``.
+    """
+    log_p = log_mean_softmax(logits.detach())
+    entropy = -(log_p.exp() * log_p).sum(-1) / math.log(logits.shape[-1])
+    return (temperature * entropy.clamp_min(1e-6) ** entropy_exponent)[None, :, None]
+
+
 class ExpressionPredictor(nn.Module):
     """Class probabilities of normalised faces (or clips, or feature vectors) by a network and its test-time views.
 
@@ -78,6 +95,9 @@ class ExpressionPredictor(nn.Module):
         temperature: each view's logits are divided by this before its softmax (temperature
             scaling, Guo et al. 2017, fitted on the validation split by :mod:`fer.calibration`;
             1: as trained). It changes probabilities, never the most probable class of one view.
+        entropy_exponent: with a non-zero exponent each face's temperature is ``temperature`` times
+            the normalised entropy of its untempered prediction to this power
+            (:func:`face_temperature`); 0: one temperature for every face.
 
     Raises:
         ValueError: views :func:`check_views` refuses; a temperature not above 0; a network
@@ -100,12 +120,13 @@ class ExpressionPredictor(nn.Module):
         ten_crop: bool | str = False,
         channels_last: bool | None = None,
         temperature: float = 1.0,
+        entropy_exponent: float = 0.0,
     ) -> None:
         super().__init__()
         check_views(tta_flip, tta_shift, tta_rotate, ten_crop)
         if not temperature > 0:
             raise ValueError(f"temperature must be above 0, not {temperature}")
-        self.temperature = float(temperature)
+        self.temperature, self.entropy_exponent = float(temperature), float(entropy_exponent)
         self.net_config = None if isinstance(net, nn.Module) else dict(net)
         self.net = net if isinstance(net, nn.Module) else build_network(net)
         self.class_names = list(class_names)
@@ -147,12 +168,15 @@ class ExpressionPredictor(nn.Module):
 
     def view_logits(self, x: torch.Tensor, stage: str = "test") -> torch.Tensor:
         """Logits ``(B, num_classes)`` over the test-time views of ``x``: the log of the mean of their
-        softmaxes, each view's logits divided by :attr:`temperature`."""
+        softmaxes, each view's logits divided by the face's temperature (:attr:`temperature`, and with
+        :attr:`entropy_exponent` :func:`face_temperature`)."""
         views = self.views(x, stage)
-        if len(views) == 1:
+        if len(views) == 1 and not self.entropy_exponent:
             return self(views[0]) / self.temperature
-        # every view in one batch
-        return log_mean_softmax(self(torch.cat(views)).float().unflatten(0, (len(views), -1)), self.temperature)
+        logits = self(torch.cat(views)).float().unflatten(0, (len(views), -1))  # every view in one batch
+        if not self.entropy_exponent:
+            return log_mean_softmax(logits, self.temperature)
+        return log_mean_softmax(logits, face_temperature(logits, self.temperature, self.entropy_exponent))
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``float32 (B, num_classes)``: the mean softmax over the test-time views."""

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
-from fer.calibration import calibrate, fit_temperature, scores, view_logits
+from fer.calibration import calibrate, calibrated, fit_temperature, scores, view_logits
 from fer.calibration import main as calibration_main
 from fer.checkpoint import load_predictor, read_checkpoint
 from fer.data import FER2013DataModule
 from fer.face.crops import preprocess
 from fer.inference.backends import onnx_for
 from fer.inference.recognizer import UNCERTAIN, EmotionRecognizer
-from fer.predictor import log_mean_softmax
+from fer.predictor import face_temperature, log_mean_softmax
 from fer.shipped import SHIPPED_MODELS, shipped_model
 from fer.web.app import create_app
 from fer.web.recognizers import Recognizers, model_names
@@ -28,33 +28,56 @@ from tests.conftest import DATA, FER2013_CSV, ROOT, need, run_infer
 
 def test_every_shipped_model_carries_its_fitted_temperature():
     for entry in SHIPPED_MODELS.values():
-        stored = read_checkpoint(entry.path)["hyper_parameters"]["temperature"]
-        assert stored == pytest.approx(entry.metrics["temperature"], abs=1e-4) and stored != 1.0
-        assert load_predictor(entry.path)[0].temperature == stored
+        hparams = read_checkpoint(entry.path)["hyper_parameters"]
+        stored = hparams["temperature"], hparams["entropy_exponent"]
+        assert stored == pytest.approx((entry.metrics["temperature"], entry.metrics["entropy_exponent"]), abs=1e-4)
+        assert stored != (1.0, 0.0)
+        predictor = load_predictor(entry.path)[0]
+        assert (predictor.temperature, predictor.entropy_exponent) == stored
 
 
 def test_the_fitted_temperature_is_the_validation_nll_minimum():
     dm = FER2013DataModule()  # the real sample in the package: 350 PublicTest, 350 PrivateTest faces
     dm.setup()
-    predictor, _ = load_predictor(shipped_model("fer2013_deep_cnn"))
-    predictor.temperature = 1.0
+    predictor, _ = load_predictor(shipped_model("fer2013"))
+    predictor.temperature, predictor.entropy_exponent = 1.0, 0.0
     (val_x, val_y), (test_x, test_y) = dm.splits["val"].tensors, dm.splits["test"].tensors
     val, test = view_logits(predictor, val_x), view_logits(predictor, test_x)
     assert val.shape == (2, 350, 7)  # the face and its mirror
-    t = fit_temperature(val, val_y)
-    grid = torch.linspace(0.5, 2.0, 301)
+    t = fit_temperature(val, val_y, entropy=False)
+    assert t[1] == 0
+    grid = torch.linspace(0.5, 2.0, 151)
     nll = torch.stack([F.nll_loss(log_mean_softmax(val, g), val_y) for g in grid])
-    assert t == pytest.approx(float(grid[nll.argmin()]), abs=0.01)
-    before, after = scores(log_mean_softmax(test, 1.0), test_y), scores(log_mean_softmax(test, t), test_y)
+    assert t[0] == pytest.approx(float(grid[nll.argmin()]), abs=0.01)
+    # with the entropy term: the minimum over a grid of both, and at least as good as one temperature
+    t, a = fit_temperature(val, val_y)
+    exponents = torch.linspace(-0.5, 1.0, 61)
+    nll = torch.stack([torch.stack([F.nll_loss(calibrated(val, g, e), val_y) for e in exponents]) for g in grid])
+    best = divmod(int(nll.argmin()), len(exponents))
+    assert (t, a) == pytest.approx((float(grid[best[0]]), float(exponents[best[1]])), abs=0.03)
+    assert F.nll_loss(calibrated(val, t, a), val_y) <= nll.min() + 1e-4
+    before, after = scores(log_mean_softmax(test, 1.0), test_y), scores(calibrated(test, t, a), test_y)
     assert after["accuracy"] == pytest.approx(before["accuracy"], abs=2 / 350)  # mirror averages may swap near-ties
+
+
+def test_a_face_temperature_never_changes_the_class_of_one_view():
+    logits = torch.randn(1, 500, 7) * 3
+    p = calibrated(logits, 0.7, 0.8).exp()
+    assert torch.equal(p.argmax(-1), logits[0].argmax(-1))
+    assert torch.allclose(p.sum(-1), torch.ones(500))
+    # sure faces (low entropy) are divided by a smaller temperature than unsure ones
+    t = face_temperature(logits, 0.7, 0.8).flatten()
+    entropy = -(logits[0].softmax(-1) * logits[0].log_softmax(-1)).sum(-1)
+    assert torch.equal(t.argsort(), entropy.argsort()) and float(t.max()) <= 0.7
 
 
 def test_calibration_cli_writes_a_copy_and_never_overwrites(tmp_path):
     csv_path = str(need(FER2013_CSV))
     source, target = shipped_model("fer2013_deep_cnn"), tmp_path / "calibrated.ckpt"
     assert calibration_main([str(source), str(target), "--data", csv_path, "--report", str(tmp_path / "r")]) == 0
-    t = read_checkpoint(target)["hyper_parameters"]["temperature"]
-    assert t == pytest.approx(SHIPPED_MODELS["fer2013_deep_cnn"].metrics["temperature"], abs=1e-3)
+    hparams, metrics = read_checkpoint(target)["hyper_parameters"], SHIPPED_MODELS["fer2013_deep_cnn"].metrics
+    assert hparams["temperature"] == pytest.approx(metrics["temperature"], abs=1e-3)
+    assert hparams["entropy_exponent"] == pytest.approx(metrics["entropy_exponent"], abs=1e-3)
     assert (tmp_path / "r" / "reliability.png").stat().st_size > 10_000
     report = json.loads((tmp_path / "r" / "calibration.json").read_text())["test"]  # PrivateTest
     assert report["after"]["ece"] < report["before"]["ece"] - 0.01 and report["after"]["nll"] < report["before"]["nll"]
@@ -85,11 +108,11 @@ def test_calibrated_probabilities_are_the_same_from_infer_py_the_web_app_and_onn
     (from_onnx,) = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(None, {"faces": x})[0]
     np.testing.assert_allclose(from_cli, from_onnx, atol=1e-4)  # the CSV rounds to 4 decimals
     np.testing.assert_allclose(from_web, from_onnx, atol=1e-4)
-    calibrated, _ = load_predictor(None)
+    model, _ = load_predictor(None)
     with torch.inference_mode():
-        in_torch = calibrated.predict_proba(torch.from_numpy(x))[0].numpy()
-        calibrated.temperature = 1.0
-        uncalibrated = calibrated.predict_proba(torch.from_numpy(x))[0].numpy()
+        in_torch = model.predict_proba(torch.from_numpy(x))[0].numpy()
+        model.temperature, model.entropy_exponent = 1.0, 0.0
+        uncalibrated = model.predict_proba(torch.from_numpy(x))[0].numpy()
     assert np.abs(in_torch - from_onnx).max() < np.abs(uncalibrated - from_onnx).max()
 
 

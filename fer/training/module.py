@@ -69,8 +69,8 @@ class EmotionClassifier(pl.LightningModule):
             plus ``w`` times the distillation loss.
         distill_temperature: ``T`` of the distillation loss, ``T**2 KL(softmax(teacher / T)
             || softmax(net / T))`` (the ``T**2`` keeps its gradients' scale as ``T`` changes).
-        temperature: of the predictor's probabilities (see :class:`~fer.predictor.ExpressionPredictor`);
-            :mod:`fer.calibration` fits it after training.
+        temperature, entropy_exponent: of the predictor's probabilities (see
+            :class:`~fer.predictor.ExpressionPredictor`); :mod:`fer.calibration` fits them after training.
 
     Logs ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro), ``val/acc_best`` and, in test,
     ``test/ece`` (expected calibration error, 15 bins) and ``test/nll`` of the probabilities;
@@ -99,6 +99,7 @@ class EmotionClassifier(pl.LightningModule):
         distill_weight: float = 0.5,
         distill_temperature: float = 2.0,
         temperature: float = 1.0,
+        entropy_exponent: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
@@ -111,7 +112,14 @@ class EmotionClassifier(pl.LightningModule):
             for v in (net, class_names, optimizer, scheduler)
         )
         views = dict(tta_flip=tta_flip, tta_shift=tta_shift, tta_rotate=tta_rotate, crop=crop, ten_crop=ten_crop)
-        predictor = ExpressionPredictor(net, class_names, channels_last=channels_last, temperature=temperature, **views)
+        predictor = ExpressionPredictor(
+            net,
+            class_names,
+            channels_last=channels_last,
+            temperature=temperature,
+            entropy_exponent=entropy_exponent,
+            **views,
+        )
         channels_last = predictor.channels_last  # resolved, so the checkpoint says what was used
         # The network is this module's one child, so the state dict is the predictor's own (``net.*``) and a
         # checkpoint loads into an ExpressionPredictor as it is; the predictor itself sits outside the tree.
