@@ -83,7 +83,10 @@ def test_live_camera_shows_a_box_a_label_and_happy_during_the_smile(page, screen
     assert int(page.inner_text("#latency")) > 0
     page.wait_for_timeout(1500)  # a second of timeline
     page.screenshot(path=str(screenshots / "web_live.png"))
+    page.click("#neutral")  # the face shown now taken as the person at rest
+    page.wait_for_function("document.querySelector('#status').textContent === 'neutral reference: 1 face(s) marked'")
     page.click("#stop")
+    assert page.is_disabled("#neutral")
 
 
 def test_photo_upload_lists_five_faces(page, screenshots):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 
 import cv2
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from benchmarks.web_load import jpeg_frames, load, rss_mb, web_server
+from fer.inference.settings import RecognizerSettings
 from fer.web.app import create_app
 from fer.web.recognizers import Recognizers, model_names
 from fer.web.settings import WebSettings
@@ -36,7 +39,12 @@ def _frames(n: int) -> list[bytes]:
 
 def test_config_offers_names_never_paths(client):
     config = client.get("/api/config").json()
-    assert config == {"models": ["fer2013"], "detectors": ["blazeface", "haar"], "max_upload_mb": 2}
+    assert config == {
+        "models": ["fer2013"],
+        "detectors": ["blazeface", "haar"],
+        "max_upload_mb": 2,
+        "neutral_mark": True,
+    }
     page = client.get("/")
     assert page.status_code == 200 and '<script src="app.js">' in page.text
     assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere
@@ -114,6 +122,49 @@ def test_live_stream_tracks_one_face_and_answers_the_newest_frame_only(client):
         ws.receive_json()
         ws.send_bytes(frames[0])
         assert ws.receive_json()["faces"][0]["id"] == 1
+
+
+def _live(ws, frames: list[bytes], mark_before: int | None = None) -> list[dict]:
+    """The answers to ``frames`` sent one at a time, with a neutral mark sent before frame ``mark_before``."""
+    assert ws.receive_json()["ready"]
+    answers = []
+    for i, frame in enumerate(frames):
+        if i == mark_before:
+            ws.send_text(json.dumps({"mark": "neutral"}))
+        ws.send_bytes(frame)
+        answers.append(ws.receive_json())
+    return answers
+
+
+def test_a_neutral_mark_reads_later_frames_against_the_resting_face(client):
+    frames = _frames(45)  # single_face.mp4: a resting face, then a smile from about frame 17
+    with client.websocket_connect("/ws/live") as ws:
+        marked = _live(ws, frames, mark_before=5)
+    with client.websocket_connect("/ws/live") as ws:
+        plain = _live(ws, frames)
+    assert [a.get("marked") for a in marked] == [None] * 5 + [1] + [None] * 39  # the face of frame 4
+    top = [[max(a["faces"][0]["probabilities"].values()) for a in answers] for answers in (marked, plain)]
+    assert all(a["faces"][0]["label"] == "neutral" for a in plain[:12]) and min(top[1][:12]) > 0.8
+    assert max(top[0][9:12]) < 0.3  # the same resting face divided by itself: no class stands out
+    assert all(a["faces"][0]["label"] == "happy" for a in marked[30:] + plain[30:])  # the smile stays happy
+    happy = [[a["faces"][0]["probabilities"]["happy"] for a in answers[30:]] for answers in (marked, plain)]
+    assert sum(happy[0]) > sum(happy[1])  # and is surer against this person's rest
+    with client.websocket_connect("/ws/live") as ws:
+        ws.receive_json()
+        ws.send_text("mark neutral")
+        assert "only text message" in ws.receive_json()["error"]
+        with pytest.raises(WebSocketDisconnect):
+            ws.receive_json()
+
+
+def test_a_server_that_adapts_by_the_mean_offers_no_neutral_mark(tmp_path):
+    recognizers = Recognizers(model_names([None]), ["blazeface"], RecognizerSettings(adapt="mean"))
+    with TestClient(create_app(recognizers, tmp_path, WebSettings(allowed_hosts=["testserver"]))) as client:
+        assert client.get("/api/config").json()["neutral_mark"] is False
+        with client.websocket_connect("/ws/live") as ws:
+            ws.receive_json()
+            ws.send_text(json.dumps({"mark": "neutral"}))
+            assert "'mean'" in ws.receive_json()["error"]
 
 
 def test_video_upload_reports_progress_and_tracks(client, tmp_path):

@@ -7,7 +7,10 @@
   and gets one JSON answer per processed frame; the server keeps only the newest frame that
   arrived while it was busy (the older ones are dropped and counted, never queued), and
   every connection has its own tracker. A frame it cannot take gets ``{"error": ...}`` and
-  the stream goes on.
+  the stream goes on. The text message ``{"mark": "neutral"}`` takes the faces of the last
+  answered frame as their person at rest (the recognizer's ``adapt="neutral"``, which a live
+  connection uses unless the server adapts by ``mean``); the next answer says how many
+  (``"marked"``). Any other text closes the connection with an error.
 - ``POST /api/upload?model=&detector=&name=``: the raw bytes of an image or video (at
   most ``web.max_upload_mb``), judged by content; an image is recognised and answered at
   once (its original is not kept), a video is processed while a client watches
@@ -27,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import json
 import logging
 import secrets
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,30 +150,57 @@ def config(request: Request) -> dict[str, Any]:
         "models": list(recognizers.models),
         "detectors": recognizers.detectors,
         "max_upload_mb": web.settings.max_upload_mb,
+        "neutral_mark": recognizers.settings.adapt != "mean",
     }
+
+
+#: The one text message a live client may send: take the last answered frame's faces as at rest.
+MARK_NEUTRAL = {"mark": "neutral"}
 
 
 class LiveSession:
     """One live client: its own tracker, and a slot that keeps only the newest frame that arrived
-    while the last one was processed (older ones are dropped and counted, never queued)."""
+    while the last one was processed (older ones are dropped and counted, never queued).
+
+    A neutral mark (:data:`MARK_NEUTRAL`) is kept until the next frame is processed, in the worker
+    that runs the recognizer; a text message of anything else ends the session with
+    :attr:`refused` saying why."""
 
     def __init__(self, recognizer: EmotionRecognizer, limits: ImageLimits, max_bytes: int) -> None:
         self.recognizer, self.limits, self.max_bytes = recognizer, limits, max_bytes
         self.frame: bytes | None = None
-        self.dropped, self.open = 0, True
+        self.dropped, self.open, self.mark = 0, True, False
+        self.refused: str | None = None
         self.arrived = asyncio.Event()
 
     async def receive(self, socket: WebSocket) -> None:
-        """Put every frame the client sends into the slot until it leaves."""
+        """Put every frame the client sends into the slot, and note its neutral marks, until it leaves."""
         try:
-            while True:
-                data = await socket.receive_bytes()
-                self.dropped += self.frame is not None  # a frame not yet processed is replaced
-                self.frame = data
-                self.arrived.set()
-        except (WebSocketDisconnect, RuntimeError, KeyError):
-            self.open = False
-            self.arrived.set()
+            while (message := await socket.receive())["type"] != "websocket.disconnect":
+                if message.get("bytes") is not None:
+                    self.dropped += self.frame is not None  # a frame not yet processed is replaced
+                    self.frame = message["bytes"]
+                    self.arrived.set()
+                elif not self._command(message.get("text") or ""):
+                    break
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        self.open = False
+        self.arrived.set()
+
+    def _command(self, text: str) -> bool:
+        """Take a text message; ``False`` (with :attr:`refused` set) when it is not one the session takes."""
+        try:
+            known = len(text) <= 100 and json.loads(text) == MARK_NEUTRAL
+        except ValueError:
+            known = False
+        if not known:
+            self.refused = f"the only text message taken is {json.dumps(MARK_NEUTRAL)}; frames are binary"
+        elif self.recognizer.config.adapt != "neutral":
+            self.refused = f"this server adapts each face by its {self.recognizer.config.adapt!r}; marks are not taken"
+        else:
+            self.mark = True
+        return self.refused is None
 
     async def next_frame(self) -> bytes | None:
         """The newest frame once one has arrived; ``None`` when the client has left."""
@@ -190,12 +221,15 @@ class LiveSession:
             image = decode_image(data, self.limits)
         except Rejected as error:
             return {"error": f"a frame was skipped: {error}"}
+        marked = None
+        if self.mark:  # the faces of the frame the client saw when it marked
+            self.mark, marked = False, len(self.recognizer.mark_neutral())
         try:
             faces = self.recognizer.predict(image, track=True)
         except RECOGNITION_ERRORS as error:
             log.warning("live frame of %dx%d not recognised: %s", image.shape[1], image.shape[0], error)
             return {"error": "a frame was skipped: the server could not search it for faces"}
-        return {
+        return ({} if marked is None else {"marked": marked}) | {
             "faces": [face_json(f) for f in faces],
             "width": image.shape[1],
             "height": image.shape[0],
@@ -231,6 +265,8 @@ async def live(socket: WebSocket, model: str | None = None, detector: str | None
     recognizer = await _recognizer(socket, names)
     if recognizer is None:
         return
+    if recognizer.config.adapt == "none":  # unchanged until the client marks a resting face
+        recognizer.config = replace(recognizer.config, adapt="neutral")
     session = LiveSession(recognizer, web.limits, int(web.settings.max_frame_mb * 2**20))
     receiver = asyncio.create_task(session.receive(socket))
     await socket.send_json({"ready": True, "model": names[0], "detector": names[1]})
@@ -238,6 +274,8 @@ async def live(socket: WebSocket, model: str | None = None, detector: str | None
         while (data := await session.next_frame()) is not None:
             answer = await web.in_worker(session.process, data)
             await socket.send_json(answer | {"dropped": session.dropped})
+        if session.refused:
+            await _refuse(socket, session.refused)
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

@@ -37,6 +37,7 @@ async function loadConfig() {
     $(id).replaceChildren(...names.map((n) => new Option(n, n)));
   }
   maxUploadMb = config.max_upload_mb;
+  $("neutral").hidden = !config.neutral_mark;
 }
 
 // ---- live ---------------------------------------------------------------------------------
@@ -54,6 +55,7 @@ async function startCamera() {
   connect();
   $("start").disabled = true;
   $("stop").disabled = false;
+  $("neutral").disabled = false;
 }
 
 function connect() {
@@ -78,6 +80,7 @@ function stopCamera() {
   live.stream = null;
   $("start").disabled = false;
   $("stop").disabled = true;
+  $("neutral").disabled = true;
   const overlay = $("overlay");
   overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
   setStatus("stopped");
@@ -106,6 +109,11 @@ function sendFrame() {
   }, "image/jpeg", 0.8);
 }
 
+// The server takes the faces of the frame last answered as their people at rest.
+function markNeutral() {
+  if (live.ws && live.ws.readyState === WebSocket.OPEN) live.ws.send(JSON.stringify({ mark: "neutral" }));
+}
+
 function onAnswer(answer) {
   if (answer.ready) {
     setStatus(`live: ${answer.model}, ${answer.detector}`);
@@ -116,6 +124,7 @@ function onAnswer(answer) {
     setStatus(answer.error, true);
     return;
   }
+  if (answer.marked !== undefined) setStatus(`neutral reference: ${answer.marked} face(s) marked`);
   const now = performance.now();
   if (live.lastAnswer) {
     const fps = 1000 / Math.max(now - live.lastAnswer, 1);
@@ -410,6 +419,7 @@ function showVideo(job, result) {
 
 $("start").onclick = startCamera;
 $("stop").onclick = stopCamera;
+$("neutral").onclick = markNeutral;
 $("overlay").onclick = clickOverlay;
 for (const id of ["model", "detector"]) $(id).onchange = () => live.ws && connect();
 $("file").onchange = () => $("file").files[0] && upload($("file").files[0]);
