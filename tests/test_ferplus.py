@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fer.data import FER2013FormatError, FERPlusDataModule
+from fer.data import CombinedDataModule, FER2013DataModule, FER2013FormatError, FERPlusDataModule
 from fer.data.fer2013 import SAMPLE_CSV
-from fer.data.ferplus import majority_labels, read_ferplus, vote_distributions
+from fer.data.ferplus import CLASS_NAMES, majority_labels, read_ferplus, soft_targets, vote_distributions
 from fer.training.run import train
 from tests.conftest import DATA, FER2013_CSV, need
 
@@ -80,3 +80,50 @@ def test_training_on_each_label_mode(tmp_path, train_config, mode):
     overrides = ["data=ferplus", f"data.path={fer}", f"data.labels={labels}", f"data.mode={mode}", "debug=fdr"]
     metrics = train(train_config(*overrides, "logger=none"))
     assert "test/acc" in metrics and "train/loss" in metrics
+
+
+def test_soft_targets_blend_fer2013_labels_with_ferplus_votes():
+    votes = np.array(
+        [
+            [6, 0, 1, 1, 0, 0, 0, 0, 2, 0],  # FER+: neutral
+            [4, 0, 0, 1, 3, 2, 0, 0, 0, 0],  # FER+: neutral 4/7, anger 3/7
+            [0, 0, 0, 0, 0, 0, 0, 8, 2, 0],  # FER+: contempt alone, not a FER-2013 class
+            [0, 0, 0, 0, 0, 0, 0, 0, 2, 8],  # not a face
+        ]
+    )
+    names = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER-2013's order
+    labels = torch.tensor([4, 0, 3, 5])  # sad, angry, happy, surprise
+    targets = soft_targets(votes, labels, names, weight=0.5)
+    expected = torch.zeros(4, 7)
+    expected[0, 4] = expected[0, 6] = 0.5
+    expected[1, 0], expected[1, 6] = 0.5 + 0.5 * 3 / 7, 0.5 * 4 / 7
+    expected[2, 3] = expected[3, 5] = 1.0  # FER-2013's label alone
+    assert torch.allclose(targets, expected)
+    assert torch.equal(soft_targets(votes, labels, names, weight=0.0), torch.eye(7)[labels])
+    with pytest.raises(ValueError, match="ferplus_weight"):
+        FER2013DataModule(ferplus_weight=1.5)
+
+
+def test_fer2013_with_ferplus_votes_alone_and_combined_by_name(tmp_path):
+    csv_path, ferplus = str(need(FER2013_CSV)), str(need(FERPLUS))
+    plain = FER2013DataModule(csv_path)
+    soft = FER2013DataModule(csv_path, ferplus=ferplus, ferplus_weight=0.5)
+    plain.setup(), soft.setup()
+    labels, targets = plain.splits["train"].tensors[1], soft.splits["train"].tensors[1]
+    assert targets.shape == (28709, 7) and torch.allclose(targets.sum(1), torch.ones(28709))
+    assert (targets[torch.arange(28709), labels] >= 0.5).all()  # FER-2013's label keeps half
+    assert 0.3 < (targets.max(1).values < 1).float().mean() < 0.7  # FER+'s taggers differ on many faces
+    for split in ("val", "test"):  # PublicTest and PrivateTest keep FER-2013's labels
+        assert torch.equal(soft.splits[split].tensors[1], plain.splits[split].tensors[1])
+    # with a FER+ member (8 classes in FER+'s order) the soft targets of both move to the common columns
+    both = CombinedDataModule({"fer2013": soft, "ferplus": FERPlusDataModule(ferplus, csv_path, mode="crossentropy")})
+    both.setup()
+    combined = both.splits["train"].tensors[1]
+    assert both.class_names == (*soft.class_names, "contempt") and combined.shape[1] == 8
+    mine = both.member_of["train"] == 0
+    assert torch.equal(combined[mine, :7], targets) and not combined[mine, 7].any()
+    theirs = combined[~mine]
+    original = both.members["ferplus"].splits["train"].tensors[1]
+    for k, name in enumerate(CLASS_NAMES):
+        assert torch.equal(theirs[:, both.class_names.index(name)], original[:, k])
+    assert both.splits["test"].tensors[1].dtype == torch.int64  # hard labels where every member's are

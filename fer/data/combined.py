@@ -21,7 +21,10 @@ class CombinedDataModule(InMemoryDataModule):
     Classes are matched through their names, never their codes: the class list is the
     union of the members' names in order of first appearance (FER-2013's seven, then
     CK+'s contempt, for instance). Images are resized to ``crop_size`` so they stack,
-    and the class balance of every split is logged and kept in :attr:`balance_report`.
+    and the class balance of every split is logged and kept in :attr:`balance_report`
+    (soft targets counted by their largest class). Where a member gives a split soft targets
+    ``float (N, classes)`` (FER-2013 with FER+ votes), that split's targets are all
+    distributions over the common classes, the other members' labels one-hot.
     The seed "Face-Detection-and-Emotion-Recognition" trained on CK+ and FER-2013
     together.
 
@@ -76,12 +79,23 @@ class CombinedDataModule(InMemoryDataModule):
                 if images.shape[-1] != self.crop_size:
                     size = (self.crop_size, self.crop_size)
                     images = F.interpolate(images.float(), size=size, mode="area").round().to(torch.uint8)
-                parts[split].append((images, to_common[labels]))
+                if labels.is_floating_point():  # soft targets: each class's column moved to its common one
+                    labels = torch.zeros(len(labels), len(self.class_names)).index_copy_(1, to_common, labels.float())
+                else:
+                    labels = to_common[labels]
+                parts[split].append((images, labels))
                 self.member_of.setdefault(split, []).append(torch.full((len(labels),), member))
         self.member_of = {split: torch.cat(index) for split, index in self.member_of.items()}
+        classes = len(self.class_names)
+        for split, p in parts.items():
+            if any(lab.is_floating_point() for _, lab in p):
+                parts[split] = [
+                    (i, lab if lab.is_floating_point() else F.one_hot(lab, classes).float()) for i, lab in p
+                ]
         splits = {s: (torch.cat([i for i, _ in p]), torch.cat([lab for _, lab in p])) for s, p in parts.items()}
         for split, (_, labels) in splits.items():
-            counts = Counter(self.class_names[k] for k in labels.tolist())
+            top = labels.argmax(1) if labels.is_floating_point() else labels
+            counts = Counter(self.class_names[k] for k in top.tolist())
             self.balance_report[split] = {n: counts.get(n, 0) for n in self.class_names}
             log.info("combined %s split: %d images, per class %s", split, len(labels), self.balance_report[split])
         return splits

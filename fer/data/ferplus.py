@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from fer.data.base import InMemoryDataModule
-from fer.data.fer2013 import SAMPLE_CSV, USAGES, FER2013FormatError, load_fer2013
+from fer.data.fer2013_files import FER2013, SAMPLE_CSV, USAGES, FER2013FormatError, load_fer2013
 
 #: FER+ columns of votes, in file order: the 8 emotions, then unknown and NF (not a face).
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
@@ -100,6 +100,40 @@ def read_ferplus(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return votes, usages
 
 
+def votes_of(labels: str | Path, data: FER2013, source: str | Path | None) -> np.ndarray:
+    """``int64 (N, 10)`` FER+ votes of the ``N`` rows of FER-2013 ``data`` (read from ``source``), from
+    ``labels`` (``fer2013new.csv``).
+
+    Raises:
+        FileNotFoundError, FER2013FormatError: see :func:`read_ferplus`; also files that do not match
+        row for row (count or Usage; the first differing line is named).
+    """
+    votes, usages = read_ferplus(labels)
+    fer_usages = [USAGES[k] for k in data.usage.tolist()]
+    if len(usages) != len(fer_usages):
+        raise FER2013FormatError(
+            f"{labels}: {len(usages)} rows for the {len(fer_usages)} of {source or SAMPLE_CSV}; "
+            "FER+ labels the official CSV row for row"
+        )
+    if usages != fer_usages:
+        k = next(k for k, (a, b) in enumerate(zip(usages, fer_usages)) if a != b)
+        raise FER2013FormatError(f"{labels}: line {k + 2}: Usage {usages[k]} where FER-2013 has {fer_usages[k]}")
+    return votes
+
+
+def soft_targets(votes: np.ndarray, labels: torch.Tensor, class_names: tuple[str, ...], weight: float) -> torch.Tensor:
+    """``float32 (N, classes)`` targets: ``(1 - weight)`` times the one-hot ``int64 (N,)`` ``labels`` plus
+    ``weight`` times the FER+ vote distribution of ``(N, 10)`` ``votes`` over ``class_names`` (FER+'s
+    classes matched by name, the others' share dropped and the rest renormalised); the one-hot label
+    alone where FER+ has no distribution (unknown, not a face, or only classes outside ``class_names``)."""
+    soft = torch.from_numpy(vote_distributions(votes))[:, [CLASS_NAMES.index(n) for n in class_names]]
+    total = soft.sum(1, keepdim=True)
+    known = total > 0
+    soft = torch.where(known, soft / total.clamp_min(1e-12), 0.0)
+    one_hot = torch.nn.functional.one_hot(labels, len(class_names)).float()
+    return torch.where(known, (1 - weight) * one_hot + weight * soft, one_hot)
+
+
 class FERPlusDataModule(InMemoryDataModule):
     """FER-2013's images with FER+ labels: 8 classes, Train -> train, Valid -> val, Test -> test.
 
@@ -124,18 +158,7 @@ class FERPlusDataModule(InMemoryDataModule):
 
     def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         data = load_fer2013(self.path)
-        votes, usages = read_ferplus(self.labels)
-        fer_usages = [USAGES[k] for k in data.usage.tolist()]
-        if len(usages) != len(fer_usages):
-            raise FER2013FormatError(
-                f"{self.labels}: {len(usages)} rows for the {len(fer_usages)} of {self.path or SAMPLE_CSV}; "
-                "FER+ labels the official CSV row for row"
-            )
-        if usages != fer_usages:
-            k = next(k for k, (a, b) in enumerate(zip(usages, fer_usages)) if a != b)
-            raise FER2013FormatError(
-                f"{self.labels}: line {k + 2}: Usage {usages[k]} where FER-2013 has {fer_usages[k]}"
-            )
+        votes = votes_of(self.labels, data, self.path)
         majority = torch.from_numpy(majority_labels(votes))
         soft = torch.from_numpy(vote_distributions(votes))
         splits = {}

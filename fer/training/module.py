@@ -112,14 +112,8 @@ class EmotionClassifier(pl.LightningModule):
             for v in (net, class_names, optimizer, scheduler)
         )
         views = dict(tta_flip=tta_flip, tta_shift=tta_shift, tta_rotate=tta_rotate, crop=crop, ten_crop=ten_crop)
-        predictor = ExpressionPredictor(
-            net,
-            class_names,
-            channels_last=channels_last,
-            temperature=temperature,
-            entropy_exponent=entropy_exponent,
-            **views,
-        )
+        calibration = dict(temperature=temperature, entropy_exponent=entropy_exponent)
+        predictor = ExpressionPredictor(net, class_names, channels_last=channels_last, **calibration, **views)
         channels_last = predictor.channels_last  # resolved, so the checkpoint says what was used
         # The network is this module's one child, so the state dict is the predictor's own (``net.*``) and a
         # checkpoint loads into an ExpressionPredictor as it is; the predictor itself sits outside the tree.
