@@ -48,7 +48,9 @@ def view_logits(predictor: ExpressionPredictor, faces: torch.Tensor, batch: int 
     return torch.cat(out, dim=1)
 
 
-def calibrated(logits: torch.Tensor, temperature: float | torch.Tensor, entropy_exponent: float | torch.Tensor = 0.0):
+def calibrated(
+    logits: torch.Tensor, temperature: float | torch.Tensor, entropy_exponent: float | torch.Tensor = 0.0
+) -> torch.Tensor:
     """Log-probabilities ``(N, classes)`` of ``(V, N, classes)`` view logits as the predictor computes
     them with ``temperature`` and ``entropy_exponent`` (:func:`~fer.predictor.face_temperature`)."""
     return log_mean_softmax(logits, face_temperature(logits, temperature, entropy_exponent))
