@@ -32,7 +32,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from fer.checkpoint import CheckpointError, load_predictor, write_temperature
 from fer.data import FER2013DataModule, FERPlusDataModule
 from fer.face.crops import preprocess
-from fer.predictor import ExpressionPredictor, face_temperature, log_mean_softmax
+from fer.predictor import ExpressionPredictor, calibrated, log_mean_softmax
 
 #: Bins of the expected calibration error and of the reliability diagrams (Guo et al. 2017 use 15).
 BINS = 15
@@ -46,14 +46,6 @@ def view_logits(predictor: ExpressionPredictor, faces: torch.Tensor, batch: int 
         views = predictor.views(preprocess(faces[k : k + batch]))
         out.append(torch.stack([predictor(v).float() for v in views]))
     return torch.cat(out, dim=1)
-
-
-def calibrated(
-    logits: torch.Tensor, temperature: float | torch.Tensor, entropy_exponent: float | torch.Tensor = 0.0
-) -> torch.Tensor:
-    """Log-probabilities ``(N, classes)`` of ``(V, N, classes)`` view logits as the predictor computes
-    them with ``temperature`` and ``entropy_exponent`` (:func:`~fer.predictor.face_temperature`)."""
-    return log_mean_softmax(logits, face_temperature(logits, temperature, entropy_exponent))
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, entropy: bool = True) -> tuple[float, float]:

@@ -68,6 +68,17 @@ def face_temperature(
     return (temperature * entropy.clamp_min(1e-6) ** entropy_exponent)[None, :, None]
 
 
+def calibrated(
+    logits: torch.Tensor, temperature: float | torch.Tensor = 1.0, entropy_exponent: float | torch.Tensor = 0.0
+) -> torch.Tensor:
+    """Log-probabilities ``(B, classes)`` of ``float (V, B, classes)`` view logits as the predictor computes
+    them: :func:`log_mean_softmax` at each face's :func:`face_temperature` (one ``temperature`` for every
+    face when ``entropy_exponent`` is the number 0)."""
+    if isinstance(entropy_exponent, (int, float)) and not entropy_exponent:
+        return log_mean_softmax(logits, temperature)
+    return log_mean_softmax(logits, face_temperature(logits, temperature, entropy_exponent))
+
+
 class ExpressionPredictor(nn.Module):
     """Class probabilities of normalised faces (or clips, or feature vectors) by a network and its test-time views.
 
@@ -174,9 +185,7 @@ class ExpressionPredictor(nn.Module):
         if len(views) == 1 and not self.entropy_exponent:
             return self(views[0]) / self.temperature
         logits = self(torch.cat(views)).float().unflatten(0, (len(views), -1))  # every view in one batch
-        if not self.entropy_exponent:
-            return log_mean_softmax(logits, self.temperature)
-        return log_mean_softmax(logits, face_temperature(logits, self.temperature, self.entropy_exponent))
+        return calibrated(logits, self.temperature, self.entropy_exponent)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``float32 (B, num_classes)``: the mean softmax over the test-time views."""

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
 
-from fer.calibration import calibrate, calibrated, fit_temperature, scores, view_logits
+from fer.calibration import calibrate, fit_temperature, scores, view_logits
 from fer.calibration import main as calibration_main
 from fer.checkpoint import load_predictor, read_checkpoint
 from fer.data import FER2013DataModule
 from fer.face.crops import preprocess
 from fer.inference.backends import onnx_for
 from fer.inference.recognizer import UNCERTAIN, EmotionRecognizer
-from fer.predictor import face_temperature, log_mean_softmax
+from fer.predictor import calibrated, face_temperature, log_mean_softmax
 from fer.shipped import SHIPPED_MODELS, shipped_model
 from fer.web.app import create_app
 from fer.web.recognizers import Recognizers, model_names
@@ -58,17 +58,16 @@ def test_the_fitted_temperature_is_the_validation_nll_minimum():
     assert F.nll_loss(calibrated(val, t, a), val_y) <= nll.min() + 1e-4
     before, after = scores(log_mean_softmax(test, 1.0), test_y), scores(calibrated(test, t, a), test_y)
     assert after["accuracy"] == pytest.approx(before["accuracy"], abs=2 / 350)  # mirror averages may swap near-ties
-
-
-def test_a_face_temperature_never_changes_the_class_of_one_view():
-    logits = torch.randn(1, 500, 7) * 3
-    p = calibrated(logits, 0.7, 0.8).exp()
-    assert torch.equal(p.argmax(-1), logits[0].argmax(-1))
-    assert torch.allclose(p.sum(-1), torch.ones(500))
-    # sure faces (low entropy) are divided by a smaller temperature than unsure ones
-    t = face_temperature(logits, 0.7, 0.8).flatten()
-    entropy = -(logits[0].softmax(-1) * logits[0].log_softmax(-1)).sum(-1)
-    assert torch.equal(t.argsort(), entropy.argsort()) and float(t.max()) <= 0.7
+    # one face, one number: the class of one view never changes, and surer faces get lower temperatures
+    assert torch.equal(calibrated(val[:1], t, a).argmax(-1), val[0].argmax(-1))
+    temperatures = face_temperature(val, t, a).flatten()
+    entropy = -(log_mean_softmax(val).exp() * log_mean_softmax(val)).sum(-1)
+    assert a > 0 and torch.equal(temperatures.argsort(), entropy.argsort())
+    # the predictor with a stored (T, a) gives what calibrated() gives for its views
+    predictor.temperature, predictor.entropy_exponent = t, a
+    with torch.inference_mode():
+        stored = predictor.predict_proba(preprocess(test_x))
+    assert torch.allclose(stored, calibrated(test, t, a).exp(), atol=1e-5)
 
 
 def test_calibration_cli_writes_a_copy_and_never_overwrites(tmp_path):

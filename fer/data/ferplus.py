@@ -129,7 +129,7 @@ def soft_targets(votes: np.ndarray, labels: torch.Tensor, class_names: tuple[str
     soft = torch.from_numpy(vote_distributions(votes))[:, [CLASS_NAMES.index(n) for n in class_names]]
     total = soft.sum(1, keepdim=True)
     known = total > 0
-    soft = torch.where(known, soft / total.clamp_min(1e-12), 0.0)
+    soft = soft / total.clamp_min(1e-12)  # rows without a distribution stay zero
     one_hot = torch.nn.functional.one_hot(labels, len(class_names)).float()
     return torch.where(known, (1 - weight) * one_hot + weight * soft, one_hot)
 
