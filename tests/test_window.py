@@ -81,10 +81,16 @@ def _start(video: Path, out: Path, env: dict[str, str], *overrides: str) -> tupl
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def window() -> str | None:
+        if process.poll() is not None:  # ended before showing a window: say why instead of waiting on
+            raise AssertionError(f"infer.py exited with {process.returncode}: {process.stdout.read().decode()[-2000:]}")
         found = subprocess.run(["xdotool", "search", "--name", "^fer$"], env=env, capture_output=True, text=True)
         return found.stdout.split()[0] if found.stdout.strip() else None
 
-    window_id = _until(window, 120, "infer.py's window")
+    try:
+        window_id = _until(window, 120, "infer.py's window")
+    except AssertionError as error:
+        process.kill()
+        raise AssertionError(f"{error}; infer.py printed: {process.stdout.read().decode()[-2000:]}") from None
     subprocess.run(["xdotool", "windowfocus", "--sync", window_id], env=env, check=True, capture_output=True)
     return process, window_id
 
