@@ -75,14 +75,18 @@ def long_video(tmp_path_factory) -> Path:
     return path
 
 
-def _start(video: Path, out: Path, env: dict[str, str], *overrides: str) -> tuple[subprocess.Popen, str]:
+def _start(video: Path, out: Path, env: dict[str, str], *overrides: str) -> tuple[subprocess.Popen, str, Path]:
+    """infer.py with its window on ``env``'s display, once the window shows; its output goes to a file
+    (a pipe nobody reads while it runs could fill and stall it)."""
     command = [sys.executable, str(ROOT / "infer.py"), f"source={video}", "display=true", f"output_dir={out}"]
     command += [f"hydra.run.dir={out / 'hydra'}", *overrides]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = out.parent / f"{out.name}.log"
+    with log.open("wb") as file:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=file, stderr=subprocess.STDOUT)
 
     def window() -> str | None:
         if process.poll() is not None:  # ended before showing a window: say why instead of waiting on
-            raise AssertionError(f"infer.py exited with {process.returncode}: {process.stdout.read().decode()[-2000:]}")
+            raise AssertionError(f"infer.py exited with {process.returncode}: {log.read_text()[-2000:]}")
         found = subprocess.run(["xdotool", "search", "--name", "^fer$"], env=env, capture_output=True, text=True)
         return found.stdout.split()[0] if found.stdout.strip() else None
 
@@ -90,9 +94,9 @@ def _start(video: Path, out: Path, env: dict[str, str], *overrides: str) -> tupl
         window_id = _until(window, 120, "infer.py's window")
     except AssertionError as error:
         process.kill()
-        raise AssertionError(f"{error}; infer.py printed: {process.stdout.read().decode()[-2000:]}") from None
+        raise AssertionError(f"{error}; infer.py printed: {log.read_text()[-2000:]}") from None
     subprocess.run(["xdotool", "windowfocus", "--sync", window_id], env=env, check=True, capture_output=True)
-    return process, window_id
+    return process, window_id, log
 
 
 def _key(name: str, env: dict[str, str]) -> None:
@@ -102,7 +106,7 @@ def _key(name: str, env: dict[str, str]) -> None:
 def test_window_shows_boxes_pauses_on_space_and_quits_on_q(display, long_video, tmp_path, screenshots):
     out = tmp_path / "run"
     partial = out / ".predictions.csv.partial"
-    process, window_id = _start(long_video, out, display)
+    process, window_id, log = _start(long_video, out, display)
     _until(lambda: len(_rows(partial)) >= 10, 60, "ten frames of predictions")
     _key("space", display)
     time.sleep(0.5)
@@ -125,7 +129,7 @@ def test_window_shows_boxes_pauses_on_space_and_quits_on_q(display, long_video, 
     _key("space", display)  # resume
     _until(lambda: len(_rows(partial)) > paused, 30, "frames after resuming")
     _key("q", display)
-    assert process.wait(60) == 0, process.stdout.read().decode()
+    assert process.wait(60) == 0, log.read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ended"] == "key" and 10 <= summary["frames"] < 432
     assert len(_rows(out / "predictions.csv")) == summary["faces"]
@@ -135,24 +139,24 @@ def test_window_shows_boxes_pauses_on_space_and_quits_on_q(display, long_video, 
 
 def test_escape_quits_the_window(display, long_video, tmp_path):
     out = tmp_path / "run"
-    process, _ = _start(long_video, out, display)
+    process, _, log = _start(long_video, out, display)
     _until(lambda: len(_rows(out / ".predictions.csv.partial")) >= 3, 60, "three frames of predictions")
     _key("Escape", display)
-    assert process.wait(60) == 0
+    assert process.wait(60) == 0, log.read_text()
     assert json.loads((out / "summary.json").read_text())["ended"] == "key"
 
 
 def test_key_n_makes_the_faces_shown_their_neutral_reference(display, long_video, tmp_path):
     out = tmp_path / "run"
-    process, _ = _start(long_video, out, display, "recognizer.adapt=neutral", "recognizer.smoothing=0")
+    process, _, log_file = _start(long_video, out, display, "recognizer.adapt=neutral", "recognizer.smoothing=0")
     partial = out / ".predictions.csv.partial"
     _until(lambda: len(_rows(partial)) >= 5, 60, "five frames of predictions")
     marked = len(_rows(partial))
     _key("n", display)
     _until(lambda: len(_rows(partial)) >= marked + 10, 60, "frames after the mark")
     _key("q", display)
-    log = process.stdout.read().decode()
-    assert process.wait(60) == 0, log
+    assert process.wait(60) == 0, log_file.read_text()
+    log = log_file.read_text()
     assert "neutral reference: tracks [1]" in log, log
     # before the mark the faces are as the model reads them; after it, divided by a frame much like
     # them, no class stands out as much
