@@ -148,16 +148,16 @@ def test_escape_quits_the_window(display, long_video, tmp_path):
 
 def test_key_n_makes_the_faces_shown_their_neutral_reference(display, long_video, tmp_path):
     out = tmp_path / "run"
-    process, _, log_file = _start(long_video, out, display, "recognizer.adapt=neutral", "recognizer.smoothing=0")
+    process, _, log = _start(long_video, out, display, "recognizer.adapt=neutral", "recognizer.smoothing=0")
     partial = out / ".predictions.csv.partial"
     _until(lambda: len(_rows(partial)) >= 5, 60, "five frames of predictions")
     marked = len(_rows(partial))
     _key("n", display)
     _until(lambda: len(_rows(partial)) >= marked + 10, 60, "frames after the mark")
     _key("q", display)
-    assert process.wait(60) == 0, log_file.read_text()
-    log = log_file.read_text()
-    assert "neutral reference: tracks [1]" in log, log
+    assert process.wait(60) == 0, log.read_text()
+    printed = log.read_text()
+    assert "neutral reference: tracks [1]" in printed, printed
     # before the mark the faces are as the model reads them; after it, divided by a frame much like
     # them, no class stands out as much
     rows = _rows(out / "predictions.csv")
