@@ -1,5 +1,6 @@
 """Expression recognition: ``python infer.py [source=0|clip.mp4|photo.jpg|photos/|rtsp://...|videos/|list.csv]``."""
 
+import dataclasses
 import logging
 import sys
 
@@ -9,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from fer.config import register_configs, register_resolvers
 from fer.device import set_thread_budget
 from fer.inference.collection import analyse_source, is_collection
-from fer.inference.loop import run
+from fer.inference.loop import adapt_to_source, run
 from fer.inference.recognizer import EmotionRecognizer
 from fer.inference.settings import RecognizerSettings
 from fer.shipped import SHIPPED_MODELS, shipped_model
@@ -41,6 +42,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.app != "cli":
         raise ValueError(f"app must be cli or web, not {cfg.app!r}")
     if is_collection(str(cfg.source)):
+        if cfg.adabn:
+            raise ValueError("adabn=true adapts to one video, image or folder of images, not a collection of videos")
         options = {"save_media": cfg.save_media, "max_frames": cfg.max_frames, "batch_frames": cfg.batch_frames or 16}
         summary = analyse_source(
             str(cfg.source),
@@ -60,7 +63,11 @@ def main(cfg: DictConfig) -> None:
             summary["dataset"],
         )  # fmt: skip
         return
+    if cfg.adabn and settings.backend == "auto":  # batch norms are re-estimated in PyTorch
+        settings = dataclasses.replace(settings, backend="torch")
     recognizer = EmotionRecognizer(ckpt_path, settings)
+    if cfg.adabn:
+        adapt_to_source(recognizer, cfg.source, cfg.live)
     summary = run(
         recognizer,
         cfg.source,

@@ -41,7 +41,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from fer.adaptation import adapt_batchnorm, divide
+from fer.adaptation import divide
 from fer.checkpoint import load_predictor
 from fer.data.baum2 import CLASS_NAMES as BAUM2_CLASS_NAMES
 from fer.data.baum2 import load_clip, read_baum2
@@ -367,10 +367,7 @@ def _adabn(
     if not found:
         return out
     faces = torch.stack([crops[i] for i in found])
-    s = recognizer.settings
-    x = preprocess(faces, None, s["mean"], s["std"])
-    if not adapt_batchnorm(recognizer.backend.model, x.split(256)):
-        log.warning("%s: no batch-norm layer to adapt", ckpt)
+    recognizer.adapt_batchnorm(faces)
     out[found] = np.concatenate([recognizer.probabilities(b) for b in faces.split(256)])
     return out
 

@@ -1,5 +1,8 @@
 """Per-person adaptation: baselines divided out, in the recognizer's streams and over collections (AdaBN)."""
 
+import csv
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -9,9 +12,11 @@ from fer.adaptation import Baseline, adapt_batchnorm, divide
 from fer.checkpoint import load_predictor
 from fer.data import FER2013DataModule
 from fer.face.crops import preprocess
+from fer.inference.loop import adapt_to_source
 from fer.inference.recognizer import EmotionRecognizer
 from fer.inference.settings import RecognizerSettings
-from tests.conftest import DATA, need
+from fer.shipped import shipped_model
+from tests.conftest import DATA, need, run_infer
 
 
 def test_divide_removes_a_baseline_by_its_strength():
@@ -63,6 +68,56 @@ def test_adabn_on_the_shipped_model_follows_the_faces_it_is_given():
     # normalised by their own statistics, the washed-out faces are read much as the originals were
     agreement = (predictor.predict_proba(washed).argmax(1) == before.argmax(1)).float().mean()
     assert unadapted < 0.7 and agreement > 0.8, (unadapted, agreement)
+
+
+def _photos(folder: Path, faces: np.ndarray) -> Path:
+    """48x48 faces as photos the detector finds: upscaled 4x to 192 px and framed by 96 px of grey."""
+    folder.mkdir()
+    for i, face in enumerate(faces):
+        big = cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC)
+        photo = cv2.copyMakeBorder(big, 96, 96, 96, 96, cv2.BORDER_CONSTANT, value=128)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), photo)
+    return folder
+
+
+def _labels(recognizer: EmotionRecognizer, folder: Path) -> list[str | None]:
+    """Each photo's label: its face of the highest detector score (``None``: no face found), in one batch."""
+    images = [cv2.imread(str(path)) for path in sorted(folder.iterdir())]
+    best = [max(recognizer.detect_still(image), key=lambda d: d.score, default=None) for image in images]
+    found = [(image, d) for image, d in zip(images, best) if d is not None]
+    probabilities = iter(recognizer.probabilities(torch.cat([recognizer.crops(i, [d.box]) for i, d in found])))
+    return [None if d is None else recognizer.class_names[next(probabilities).argmax()] for d in best]
+
+
+def test_adabn_over_a_folder_reads_another_cameras_faces_as_the_originals(tmp_path):
+    dm = FER2013DataModule()  # the sample's PrivateTest faces, as photos and as a flat, bright camera takes them
+    dm.setup()
+    faces = dm.splits["test"].tensors[0][:60, 0].numpy()
+    originals = _photos(tmp_path / "originals", faces)
+    washed = _photos(tmp_path / "washed", (faces * 0.3 + 150).astype(np.uint8))
+    recognizer = EmotionRecognizer(backend="torch", device="cpu")  # the default ResNet-18
+    truth = _labels(recognizer, originals)
+    unadapted = _labels(recognizer, washed)
+    assert adapt_to_source(recognizer, str(washed)) >= 50  # faces the first pass found
+    adapted = _labels(recognizer, washed)
+
+    def agreement(labels: list[str | None]) -> float:
+        return np.mean([a is not None and a == b for a, b in zip(labels, truth)])
+
+    assert agreement(adapted) > agreement(unadapted) + 0.08, (agreement(unadapted), agreement(adapted))
+    # infer.py adabn=true: the same first pass, then the same labels in its predictions
+    run_infer(tmp_path / "run", f"source={washed}", "adabn=true", f"output_dir={tmp_path / 'out'}")
+    with open(tmp_path / "out" / "predictions.csv", newline="") as f:
+        rows = {}
+        for row in csv.DictReader(f):  # a photo's best face is its first (faces are numbered by score)
+            rows.setdefault(row["source"], row["label"])
+    assert [rows.get(p.name) for p in sorted(washed.iterdir())] == adapted
+    with pytest.raises(ValueError, match="not a live source"):
+        adapt_to_source(recognizer, "0")
+    with pytest.raises(ValueError, match="backend=torch"):  # an exported graph's batch norms are folded
+        EmotionRecognizer(
+            shipped_model("fer2013_deep_cnn"), backend="onnxruntime", int8=False, device="cpu"
+        ).adapt_batchnorm(torch.zeros(1, 1, 48, 48, dtype=torch.uint8))
 
 
 def _frames(n: int) -> list[np.ndarray]:

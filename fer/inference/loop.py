@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import signal
@@ -18,10 +19,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
+from rich.progress import track
 
 from fer.inference.outputs import Outputs, check_formats, draw
 from fer.inference.recognizer import EmotionRecognizer, Face
-from fer.inference.sources import Frame, Source
+from fer.inference.sources import Frame, Source, is_live
 from fer.inference.timing import Clock
 
 log = logging.getLogger(__name__)
@@ -183,6 +186,45 @@ def run(
     summary = loop.summary(ended, source, output_dir)
     loop.outputs.publish(summary)
     return summary
+
+
+#: Frames of a source that AdaBN's first pass searches for faces, spread evenly over it.
+ADABN_FRAMES = 600
+
+
+def adapt_to_source(
+    recognizer: EmotionRecognizer, source: str | int, live: str | bool = "auto", frames: int = ADABN_FRAMES
+) -> int:
+    """AdaBN over a source before it is recognised (``infer.py adabn=true``): a first pass finds the faces
+    of up to ``frames`` of its frames (a folder's images or a video's frames, spread evenly, each
+    searched as a still image) and re-estimates the recognizer's batch norms over them
+    (:meth:`~fer.inference.recognizer.EmotionRecognizer.adapt_batchnorm`).
+
+    Returns the number of faces the statistics came from.
+
+    Raises:
+        ValueError: a live source (a camera or stream has no collection to see first), no face
+            found, or what ``adapt_batchnorm`` raises. FileNotFoundError: see :class:`Source`.
+    """
+    if is_live(str(source), live):
+        raise ValueError(f"{source}: AdaBN needs a video file, an image or a folder first, not a live source")
+    src = Source(source, live=False)
+    total = len(src.images) or src.declared_frames or None
+    step = max(1, math.ceil((total or frames) / frames))
+    crops, seen = [], 0
+    try:
+        for frame in track(src, description="AdaBN: finding the faces", total=total):
+            if frame.index % step == 0:
+                crops.append(recognizer.crops(frame.image, [d.box for d in recognizer.detect_still(frame.image)]))
+                seen += 1
+    finally:
+        src.close()
+    faces = torch.cat(crops)
+    if not len(faces):
+        raise ValueError(f"{source}: no face found in {seen} frames; AdaBN has nothing to adapt to")
+    layers = recognizer.adapt_batchnorm(faces)
+    log.info("AdaBN: %d batch-norm layers re-estimated over %d faces of %d frames", layers, len(faces), seen)
+    return len(faces)
 
 
 @dataclass

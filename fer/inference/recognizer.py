@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 import torch
 
-from fer.adaptation import Baseline, divide
+from fer.adaptation import Baseline, adapt_batchnorm, divide
 from fer.checkpoint import CheckpointError
 from fer.device import resolve_device
 from fer.face.crops import crop_faces, preprocess
 from fer.face.detection import Detection, FaceDetector, detect_scaled, make_detectors
-from fer.inference.backends import make_backend
+from fer.inference.backends import TorchBackend, make_backend
 from fer.inference.settings import RecognizerSettings
 from fer.inference.timing import StageTimes
 from fer.inference.tracking import Tracker
@@ -158,12 +158,17 @@ class EmotionRecognizer:
             return self.predict_frames([image_bgr])[0]
         start = time.perf_counter()
         self.reset()
-        scale = min(1.0, self.config.max_image_side / max(image_bgr.shape[:2]))
-        detections = detect_scaled(self.still_detector, image_bgr, scale, self.config.min_score)
+        detections = self.detect_still(image_bgr)
         start = self.times.add("detect", start)
         probabilities = self.classify(image_bgr, [d.box for d in detections])
         self.times.add("classify", start)
         return self._faces(detections, range(1, len(detections) + 1), probabilities)
+
+    def detect_still(self, image_bgr: np.ndarray) -> list[Detection]:
+        """The faces of a still BGR image, by the still-image detector, in a copy of at most
+        ``max_image_side`` pixels a side (boxes in the image's own pixels)."""
+        scale = min(1.0, self.config.max_image_side / max(image_bgr.shape[:2]))
+        return detect_scaled(self.still_detector, image_bgr, scale, self.config.min_score)
 
     def predict_frames(self, images_bgr: list[np.ndarray]) -> list[list[Face]]:
         """The faces of consecutive frames of one stream, every face of them classified in one batch.
@@ -197,6 +202,28 @@ class EmotionRecognizer:
             faces.append(self._faces(detections, ids, smoothed))
         self.tracker.prune()
         return faces
+
+    def adapt_batchnorm(self, crops: torch.Tensor, batch_size: int = 256) -> int:
+        """AdaBN (Li et al. 2016): the network's batch-norm statistics re-estimated over one collection's
+        face crops, ``uint8 (N, C, S, S)`` as :meth:`crops` cuts them, so that whatever the recognizer
+        classifies afterwards is normalised as that collection (a camera, a lighting) is.
+
+        Returns the number of batch-norm layers adapted.
+
+        Raises:
+            ValueError: the backend is not PyTorch (an exported graph has its batch norms folded
+                into its convolutions), a clip model, no crops, or a network without batch norm.
+        """
+        if not isinstance(self.backend, TorchBackend):
+            raise ValueError("AdaBN re-estimates a PyTorch network's batch norms: use backend=torch")
+        if self.clip_length or crops.ndim != 4 or not len(crops):
+            raise ValueError(f"AdaBN takes an image model's face crops (N, C, S, S), not {tuple(crops.shape)}")
+        model, s = self.backend.model, self.settings
+        x = preprocess(crops.to(self.device), None, s["mean"], s["std"])
+        dtype = next(model.parameters()).dtype
+        if not (adapted := adapt_batchnorm(model, (b.to(dtype) for b in x.split(batch_size)))):
+            raise ValueError("this network has no batch-norm layer to adapt")
+        return adapted
 
     def mark_neutral(self, track_ids: list[int] | None = None) -> list[int]:
         """Take the faces of the last frame (those of ``track_ids``; ``None``: every live track) as showing
