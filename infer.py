@@ -42,26 +42,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.app != "cli":
         raise ValueError(f"app must be cli or web, not {cfg.app!r}")
     if is_collection(str(cfg.source)):
-        if cfg.adabn:
-            raise ValueError("adabn=true adapts to one video, image or folder of images, not a collection of videos")
-        options = {"save_media": cfg.save_media, "max_frames": cfg.max_frames, "batch_frames": cfg.batch_frames or 16}
-        summary = analyse_source(
-            str(cfg.source),
-            cfg.output_dir,
-            ckpt_path,
-            settings,
-            options,
-            cfg.shard,
-            cfg.shards,
-            cfg.workers,
-            cfg.threads,
-        )
-        failed = ", ".join(f["video"] for f in summary["failed"]) or "none"
-        logging.getLogger("infer").info(
-            "%d of %d videos done (%s in this run, %s skipped as done before; failed: %s); dataset in %s",
-            summary["done"], summary["videos"], summary["run"]["done"], summary["run"]["skipped"], failed,
-            summary["dataset"],
-        )  # fmt: skip
+        _analyse_collection(cfg, ckpt_path, settings)
         return
     if cfg.adabn and settings.backend == "auto":  # batch norms are re-estimated in PyTorch
         settings = dataclasses.replace(settings, backend="torch")
@@ -83,6 +64,22 @@ def main(cfg: DictConfig) -> None:
     if summary["ended"] in EXIT_CODES:  # outputs are complete; say so in one line and exit as shells expect
         logging.getLogger("infer").warning("stopped by %s after %d frames", summary["ended"], summary["frames"])
         sys.exit(EXIT_CODES[summary["ended"]])
+
+
+def _analyse_collection(cfg: DictConfig, ckpt_path: str | None, settings: RecognizerSettings) -> None:
+    """Many videos into one dataset (``fer.inference.collection``), with a one-line account at the end."""
+    if cfg.adabn:
+        raise ValueError("adabn=true adapts to one video, image or folder of images, not a collection of videos")
+    options = {"save_media": cfg.save_media, "max_frames": cfg.max_frames, "batch_frames": cfg.batch_frames or 16}
+    summary = analyse_source(
+        str(cfg.source), cfg.output_dir, ckpt_path, settings, options, cfg.shard, cfg.shards, cfg.workers, cfg.threads
+    )
+    failed = ", ".join(f["video"] for f in summary["failed"]) or "none"
+    logging.getLogger("infer").info(
+        "%d of %d videos done (%s in this run, %s skipped as done before; failed: %s); dataset in %s",
+        summary["done"], summary["videos"], summary["run"]["done"], summary["run"]["skipped"], failed,
+        summary["dataset"],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

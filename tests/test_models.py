@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from fer.data.transforms import BatchAugment
 from fer.face.crops import preprocess
-from fer.models import CNN4, DeXpression, VGGNet, deep_cnn, resnet18, shallow_cnn
+from fer.models import CNN4, DeXpression, VGGNet, deep_cnn, mobilenet_v3, resnet18, shallow_cnn
 from fer.training.module import EmotionClassifier
 
 MODELS = {
@@ -13,6 +13,7 @@ MODELS = {
     "deep_cnn": deep_cnn,
     "dexpression": DeXpression,
     "resnet18": resnet18,
+    "mobilenet_v3": mobilenet_v3,
     "vggnet": VGGNet,
 }
 
@@ -31,7 +32,7 @@ def test_output_shape_and_backward(name, channels, size, classes):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", ["cnn4", "shallow_cnn", "deep_cnn", "resnet18", "vggnet"])
+@pytest.mark.parametrize("name", ["cnn4", "shallow_cnn", "deep_cnn", "resnet18", "mobilenet_v3", "vggnet"])
 def test_too_small_input_is_refused(name):
     with pytest.raises(ValueError, match="too small"):
         MODELS[name](input_size=3)
@@ -95,6 +96,15 @@ def test_resnet18_keeps_the_resolution_and_width_it_says(stride, width, side):
     assert stem.shape[1:] == (width, 48 // stride, 48 // stride)
     assert [s.shape[1] for s in stages] == [width, 2 * width, 4 * width, 8 * width]
     assert stages[-1].shape[-1] == side and net(x).shape == (2, 7)
+
+
+@pytest.mark.parametrize(("size", "stride", "side"), [("small", 1, 3), ("large", 1, 3), ("small", 2, 2)])
+def test_mobilenet_v3_ends_at_the_resolution_it_says(size, stride, side):
+    net = mobilenet_v3(size=size, stem_stride=stride, input_size=64 if stride == 2 else 48).eval()
+    x = torch.randn(2, 1, 64 if stride == 2 else 48, 64 if stride == 2 else 48)
+    assert net.features(x).shape[-2:] == (side, side) and net(x).shape == (2, 7)
+    with pytest.raises(ValueError, match="size"):
+        mobilenet_v3(size="tiny")
 
 
 def test_narrow_resnet18_has_torchvisions_layout_and_initialisation():

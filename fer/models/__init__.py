@@ -14,6 +14,7 @@ from fer.models.dexpression import DeXpression
 from fer.models.ensemble import Ensemble
 from fer.models.frame_average import FrameAverage
 from fer.models.landmark_mlp import LandmarkMLP
+from fer.models.mobilenet import mobilenet_v3
 from fer.models.resnet import resnet18
 from fer.models.vgg_style import VGGStyleCNN, deep_cnn, shallow_cnn
 from fer.models.vggnet import VGGNet
@@ -29,6 +30,7 @@ __all__ = [
     "VGGNet",
     "VGGStyleCNN",
     "deep_cnn",
+    "mobilenet_v3",
     "resnet18",
     "shallow_cnn",
 ]
