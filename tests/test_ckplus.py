@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fer.data.ckplus import CKPlusDataModule, label_frames, load_faces, read_ckplus, read_ckplus48
-from tests.conftest import DATA, need
+from tests.conftest import DATA, FER2013_FOLDERS, need
 
 CKPLUS, SEQUENCE, CKPLUS48 = DATA / "ckplus", DATA / "ckplus_sequence", DATA / "ckplus48"
 # The 327 labelled CK+ sequences per class (Lucey et al. 2010, table 2).
@@ -201,3 +201,12 @@ def test_mixed_data_of_every_labelled_set_and_one_left_out(tmp_path):
     assert sizes == [2100, sum(len(d) for d in ckplus.splits.values()), 2272]  # the sample, CK+, BAUM-2 frames
     assert sizes[1] > 327 and sum(1 for _, name, _ in ckplus.items() if name == "neutral") > 0
     assert list(instantiate(left_out.data, _convert_="all").members) == ["fer2013", "baum2"]
+    # an image-folder tree (train/<class>/*, test/<class>/{PublicTest,PrivateTest}_*) joins as one more member
+    folder = ["+data@data.members.folder=fer2013_folder", f"data.members.folder.path={need(FER2013_FOLDERS)}"]
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        with_folder = compose("train", overrides=["data=mixed", "~data.members.ckplus", "~data.members.baum2", *folder])
+    mixed = instantiate(with_folder.data, _convert_="all")
+    mixed.setup()
+    sizes = torch.bincount(torch.cat([mixed.member_of[s] for s in ("train", "val", "test")])).tolist()
+    assert list(mixed.members) == ["fer2013", "folder"]
+    assert sizes == [2100, sum(1 for p in FER2013_FOLDERS.rglob("*") if p.is_file())]
