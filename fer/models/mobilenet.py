@@ -2,12 +2,11 @@
 and ``mobilenet_v3_large``.
 
 torchvision's stem is a 3x3 stride-2 convolution on three channels, and four more stride-2
-stages follow: a 48x48 face would leave them 1x1 (48 / 32, rounded down). Here the stem takes
+stages follow: a 48x48 face would be 2x2 at the last stage (3x3 halved). Here the stem takes
 ``in_channels`` at stride 1 by default, so the last stage sees 3x3 (48 / 16). The rest is
 torchvision's network: inverted residual blocks of depthwise convolutions with
 squeeze-and-excitation and hard-swish, and its classifier (a hidden linear layer, dropout,
-the output layer). Its depthwise convolutions make it the cheapest network here in float32
-on a CPU.
+the output layer).
 """
 
 from __future__ import annotations
