@@ -11,6 +11,7 @@ import torch
 from fer.adaptation import Baseline, adapt_batchnorm, divide
 from fer.checkpoint import load_predictor
 from fer.data import FER2013DataModule
+from fer.evaluate import _padded
 from fer.face.crops import preprocess
 from fer.inference.loop import adapt_to_source
 from fer.inference.recognizer import EmotionRecognizer
@@ -71,12 +72,10 @@ def test_adabn_on_the_shipped_model_follows_the_faces_it_is_given():
 
 
 def _photos(folder: Path, faces: np.ndarray) -> Path:
-    """48x48 faces as photos the detector finds: upscaled 4x to 192 px and framed by 96 px of grey."""
+    """48x48 faces as photos the detector finds, as ``fer.evaluate`` pads FER-2013's (upscaled 4x, grey frame)."""
     folder.mkdir()
     for i, face in enumerate(faces):
-        big = cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC)
-        photo = cv2.copyMakeBorder(big, 96, 96, 96, 96, cv2.BORDER_CONSTANT, value=128)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), photo)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), _padded(face))
     return folder
 
 
