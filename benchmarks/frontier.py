@@ -14,6 +14,7 @@ times compare; the CPU's name and vector flags are printed with them. Writes the
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -35,11 +36,14 @@ FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
 
 
 def cpu_line() -> str:
-    """The CPU's model name and which of :data:`FLAGS` it has."""
+    """The CPU's model name, which of :data:`FLAGS` it has, and the kernels PyTorch chose (``AVX2`` under
+    ``benchmarks/avx2_only.py``, which hides the rest from CPUID but not from ``/proc/cpuinfo``)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return f"{name}; {', '.join(f for f in FLAGS if f in flags) or 'none of ' + ', '.join(FLAGS)}"
+    have = ", ".join(f for f in FLAGS if f in flags) or "none of " + ", ".join(FLAGS)
+    hidden = " (AVX-512, VNNI, AMX hidden by avx2_only.py)" if "avx2_only" in os.environ.get("LD_PRELOAD", "") else ""
+    return f"{name}; {have}; PyTorch kernels {torch.backends.cpu.get_cpu_capability()}{hidden}"
 
 
 @cache

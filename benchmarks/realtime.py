@@ -1,14 +1,15 @@
 """The realtime recognizer's cheaper paths: frames per second and labels changed, on the shared videos, in one run.
 
-    python benchmarks/realtime.py [--videos DIR] [--threads 2] [--before ../old-checkout]
+    python benchmarks/realtime.py [--videos DIR] [--threads 2] [--before ../old-checkout] [--models NAME[=CKPT] ...]
 
 Every frame is decoded, searched (the default detector), classified and annotated, as
-``infer.py`` does, without writing files; the best of ``--passes`` passes counts. Each setting is compared with the full
-classifier on every frame (PyTorch, float32, the face and its mirror): the share of
-faces whose label differs. With ``--before`` (another checkout of this repository),
-``python infer.py`` with its defaults runs on each video in that tree and in this one,
-back to back, and their own FPS figures (``summary.json``) are printed side by side.
-The CPU's name and vector flags are printed with the figures.
+``infer.py`` does, without writing files; the best of ``--passes`` passes counts. Each
+setting is compared with the full classifier on every frame (PyTorch, float32, the face and
+its mirror): the share of faces whose label differs; ``--models`` adds each model's float32
+and int8 graphs. With ``--before`` (another checkout of this repository), ``python infer.py``
+with its defaults runs on each video in that tree and in this one, back to back, and their
+own FPS figures (``summary.json``) are printed side by side. The CPU's name and vector
+flags are printed with the figures (``benchmarks/avx2_only.py`` runs it as on an AVX2-only CPU).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from infer_fps import frames_of
 from fer.device import set_thread_budget
 from fer.inference.outputs import draw
 from fer.inference.recognizer import EmotionRecognizer
+from fer.shipped import shipped_model
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ("single_face.mp4", "short_hamilton_clip.mp4")
@@ -79,7 +81,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--passes", type=int, default=3, help="passes over each video; the best FPS counts")
     parser.add_argument("--before", type=Path, help="another checkout: infer.py's FPS there and here")
+    parser.add_argument("--models", nargs="*", default=[], help="shipped names or NAME=CKPT: rows fp32 and int8 each")
     args = parser.parse_args()
+    settings = dict(SETTINGS)
+    for item in args.models:
+        name, _, ckpt = item.partition("=")
+        path = str(Path(ckpt) if ckpt else shipped_model(name))
+        settings[f"{name} fp32, mirror"] = {"ckpt_path": path, "int8": False}
+        settings[f"{name} int8, mirror"] = {"ckpt_path": path}
     set_thread_budget(args.threads)
     print(f"{args.threads} threads; {cpu_line()}")
     print("| setting | video | FPS | faces whose label differs from the full classifier's |\n|---|---|---|---|")
@@ -87,7 +96,7 @@ def main() -> None:
         for name in VIDEOS:
             frames = frames_of(args.videos / name)
             reference = None
-            for setting, values in SETTINGS.items():
+            for setting, values in settings.items():
                 labels, fps = labels_and_fps(frames, cache, args.passes, **values)
                 reference = reference or labels
                 n, total = changed(labels, reference)
