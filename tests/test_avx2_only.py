@@ -22,10 +22,10 @@ def _usable() -> None:
         pytest.skip("needs a C compiler")
 
 
-def test_pytorch_and_onnxruntime_run_on_avx2_kernels():
+def test_pytorch_chooses_avx2_kernels_and_still_computes():
     _usable()
     probe = (
-        "import torch, onnxruntime; print(torch.backends.cpu.get_cpu_capability());"
+        "import torch; print(torch.backends.cpu.get_cpu_capability());"
         "print(torch.nn.functional.conv2d(torch.ones(1, 1, 8, 8), torch.ones(1, 1, 3, 3)).sum().item())"
     )
     out = subprocess.run([*WRAPPER, probe], capture_output=True, text=True, timeout=120, check=True).stdout.split()
